@@ -1,0 +1,343 @@
+//! Errors: what went wrong, in words that name the cause.
+
+use std::fmt;
+use std::io;
+
+/// Everything an fdring operation can fail with.
+///
+/// The ring operations return the first five variants, in the manner of
+/// `std::sync::mpsc` and `crossbeam-channel`; opening, creating and handing
+/// over a ring return the last three.
+///
+/// ```
+/// let (mut tx, mut rx) = fdring::channel::<u32>(16)?;
+/// assert_eq!(rx.try_recv(), Err(fdring::Error::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(), Err(fdring::Error::Disconnected));
+/// # Ok::<(), fdring::Error>(())
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The ring has no free slot (only from the `try_` calls).
+    Full,
+    /// The ring has no item ready (only from the `try_` calls).
+    Empty,
+    /// A `_timeout` call waited for its whole timeout without progress.
+    Timeout,
+    /// The other end is gone: dropped, or its process died. A receiver gets
+    /// this only after it has received every item that was published.
+    Disconnected,
+    /// The peer broke the protocol (for instance an index that went
+    /// backwards). The ring is unusable from then on; every later call
+    /// returns this again.
+    Corrupted(Corruption),
+    /// The memfd, its header or one of the fds handed over was not
+    /// acceptable; nothing was mapped.
+    Rejected(Rejection),
+    /// A system call failed.
+    Io {
+        /// What fdring was doing.
+        context: &'static str,
+        /// The error the kernel returned.
+        source: io::Error,
+    },
+}
+
+/// How the peer broke the protocol, as detected from the shared indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// `write_index - read_index` was negative or above the capacity.
+    IndexOutOfRange {
+        /// The producer's index as read (or as known to the producer).
+        write: u64,
+        /// The consumer's index as read (or as known to the consumer).
+        read: u64,
+        /// The ring's capacity.
+        capacity: u64,
+    },
+    /// A peer index was lower than an earlier reading of it.
+    IndexWentBack {
+        /// The value read earlier.
+        before: u64,
+        /// The value read now.
+        now: u64,
+    },
+}
+
+/// Why a memfd, a header or an fd was refused when opening or creating a
+/// ring. Each variant names the check that failed and, where there is one,
+/// the value found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// A capacity of 0 items was asked for, or found in a header.
+    ZeroCapacity,
+    /// The item type has size 0; a ring of zero-sized items moves nothing.
+    ZeroSizedItem,
+    /// The capacity cannot be laid out: its data region overflows, or is not
+    /// a whole number of pages.
+    BadCapacity {
+        /// Capacity in items.
+        capacity: u64,
+        /// Item size in bytes.
+        item_size: u32,
+        /// The page size the data region must be a multiple of.
+        page_size: u64,
+    },
+    /// The alignment is not a power of two dividing the item size and at
+    /// most a page.
+    BadAlign {
+        /// Alignment found.
+        align: u32,
+        /// Item size found.
+        item_size: u32,
+    },
+    /// The fd is not a memfd (it does not support seals).
+    NotMemfd,
+    /// The memfd lacks a seal the format requires.
+    MissingSeals {
+        /// The seals it has, as the `F_GET_SEALS` bit mask.
+        found: u32,
+        /// The seals required, as a bit mask.
+        required: u32,
+    },
+    /// The memfd is smaller than one header page.
+    TooSmall {
+        /// Its size in bytes.
+        found: u64,
+        /// The smallest acceptable size.
+        minimum: u64,
+    },
+    /// The memfd's size is not what its header describes.
+    SizeMismatch {
+        /// Size implied by the header.
+        expected: u64,
+        /// Size of the memfd.
+        found: u64,
+    },
+    /// The header does not start with [`MAGIC`](crate::layout::MAGIC).
+    BadMagic {
+        /// The first 8 bytes, as a native-endian integer.
+        found: u64,
+    },
+    /// The header's format version is not one this crate speaks.
+    UnsupportedVersion {
+        /// Version found.
+        found: u32,
+        /// Version supported.
+        supported: u32,
+    },
+    /// The header's flags word has bits this version does not know.
+    UnknownFlags {
+        /// The flags found.
+        found: u32,
+    },
+    /// The ring's item size is not `size_of::<T>()`.
+    ItemSize {
+        /// `size_of::<T>()`.
+        expected: u32,
+        /// Item size in the header.
+        found: u32,
+    },
+    /// The ring's item alignment is not `align_of::<T>()`.
+    ItemAlign {
+        /// `align_of::<T>()`.
+        expected: u32,
+        /// Item alignment in the header.
+        found: u32,
+    },
+    /// The ring's type tag is not the one asked for.
+    TypeTag {
+        /// Tag asked for.
+        expected: u64,
+        /// Tag in the header.
+        found: u64,
+    },
+    /// The data region does not start on a page boundary after the header.
+    BadDataOffset {
+        /// Offset found.
+        found: u64,
+        /// This system's page size.
+        page_size: u64,
+    },
+    /// An fd meant to be an eventfd is something else.
+    NotEventfd {
+        /// Which one: `"data_ready"` or `"space_ready"`.
+        which: &'static str,
+    },
+    /// The fds received over a socket or from the environment were not a
+    /// well-formed fdring hand-off.
+    BadHandoff(&'static str),
+}
+
+impl Error {
+    pub(crate) fn io(context: &'static str, source: impl Into<io::Error>) -> Error {
+        Error::Io {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+impl PartialEq for Error {
+    /// Two errors are equal if they are the same variant with equal
+    /// contents; two `Io` errors are equal if their context and
+    /// [`io::ErrorKind`] are.
+    fn eq(&self, other: &Error) -> bool {
+        match (self, other) {
+            (Error::Full, Error::Full)
+            | (Error::Empty, Error::Empty)
+            | (Error::Timeout, Error::Timeout)
+            | (Error::Disconnected, Error::Disconnected) => true,
+            (Error::Corrupted(a), Error::Corrupted(b)) => a == b,
+            (Error::Rejected(a), Error::Rejected(b)) => a == b,
+            (
+                Error::Io {
+                    context: a,
+                    source: x,
+                },
+                Error::Io {
+                    context: b,
+                    source: y,
+                },
+            ) => a == b && x.kind() == y.kind(),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Full => f.write_str("the ring is full"),
+            Error::Empty => f.write_str("the ring is empty"),
+            Error::Timeout => f.write_str("timed out waiting on the ring"),
+            Error::Disconnected => f.write_str("the other end of the ring is gone"),
+            Error::Corrupted(c) => write!(f, "the peer corrupted the ring: {c}"),
+            Error::Rejected(r) => write!(f, "ring rejected: {r}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl fmt::Display for Corruption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Corruption::IndexOutOfRange {
+                write,
+                read,
+                capacity,
+            } => write!(
+                f,
+                "write index {write} and read index {read} are not 0..={capacity} items apart"
+            ),
+            Corruption::IndexWentBack { before, now } => {
+                write!(f, "a peer index went back from {before} to {now}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::ZeroCapacity => f.write_str("capacity is 0 items"),
+            Rejection::ZeroSizedItem => f.write_str("the item type has size 0"),
+            Rejection::BadCapacity {
+                capacity,
+                item_size,
+                page_size,
+            } => write!(
+                f,
+                "capacity {capacity} x {item_size}-byte items is not a whole number of \
+                 {page_size}-byte pages that fits the address space"
+            ),
+            Rejection::BadAlign { align, item_size } => write!(
+                f,
+                "item alignment {align} is not a power of two dividing the item size {item_size}"
+            ),
+            Rejection::NotMemfd => f.write_str("the fd is not a memfd (it has no seals)"),
+            Rejection::MissingSeals { found, required } => write!(
+                f,
+                "the memfd has seals {found:#x} but needs at least {required:#x} \
+                 (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)"
+            ),
+            Rejection::TooSmall { found, minimum } => write!(
+                f,
+                "the memfd is {found} bytes, smaller than the {minimum}-byte header page"
+            ),
+            Rejection::SizeMismatch { expected, found } => write!(
+                f,
+                "the memfd is {found} bytes but its header describes {expected} bytes"
+            ),
+            Rejection::BadMagic { found } => {
+                write!(f, "bad magic {found:#018x}: not an fdring header")
+            }
+            Rejection::UnsupportedVersion { found, supported } => write!(
+                f,
+                "format version {found} is not supported (this crate speaks {supported})"
+            ),
+            Rejection::UnknownFlags { found } => {
+                write!(f, "unknown header flags {found:#x}")
+            }
+            Rejection::ItemSize { expected, found } => write!(
+                f,
+                "the ring holds {found}-byte items, this end expects {expected}-byte items"
+            ),
+            Rejection::ItemAlign { expected, found } => write!(
+                f,
+                "the ring's items are {found}-byte aligned, this end expects {expected}"
+            ),
+            Rejection::TypeTag { expected, found } => write!(
+                f,
+                "the ring's type tag is {found:#x}, this end expects {expected:#x}"
+            ),
+            Rejection::BadDataOffset { found, page_size } => write!(
+                f,
+                "data offset {found} is not a multiple of the {page_size}-byte page \
+                 after the header"
+            ),
+            Rejection::NotEventfd { which } => write!(f, "the {which} fd is not an eventfd"),
+            Rejection::BadHandoff(what) => write!(f, "bad hand-off: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<Rejection> for Error {
+    fn from(rejection: Rejection) -> Error {
+        Error::Rejected(rejection)
+    }
+}
+
+impl From<Corruption> for Error {
+    fn from(corruption: Corruption) -> Error {
+        Error::Corrupted(corruption)
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Maps each variant to the [`io::ErrorKind`] a socket would use:
+    /// `Disconnected` is `BrokenPipe`, `Full`/`Empty` are `WouldBlock`,
+    /// corruption and rejection are `InvalidData`.
+    fn from(error: Error) -> io::Error {
+        let kind = match &error {
+            Error::Full | Error::Empty => io::ErrorKind::WouldBlock,
+            Error::Timeout => io::ErrorKind::TimedOut,
+            Error::Disconnected => io::ErrorKind::BrokenPipe,
+            Error::Corrupted(_) | Error::Rejected(_) => io::ErrorKind::InvalidData,
+            Error::Io { source, .. } => source.kind(),
+        };
+        io::Error::new(kind, error)
+    }
+}

@@ -1,0 +1,61 @@
+//! A single-producer single-consumer ring in a sealed memfd, with eventfd
+//! wake-ups written only when the other side really sleeps: zero-copy
+//! streaming of plain-data items between processes (or threads) on Linux.
+//!
+//! ```
+//! use std::mem::MaybeUninit;
+//!
+//! let (mut tx, mut rx) = fdring::channel::<u64>(4096)?;
+//! // Write in place into the ring: one contiguous slice of free slots.
+//! tx.try_send_with(|slots: &mut [MaybeUninit<u64>]| {
+//!     for (i, slot) in slots.iter_mut().take(3).enumerate() {
+//!         slot.write(i as u64);
+//!     }
+//!     3
+//! })?;
+//! // Read in place: one contiguous slice of ready items.
+//! rx.try_recv_with(|items: &[u64]| {
+//!     assert_eq!(items, &[0, 1, 2]);
+//!     items.len()
+//! })?;
+//! # Ok::<(), fdring::Error>(())
+//! ```
+//!
+//! To move an end to another process, see [`handoff`]. The on-memory
+//! format is specified in `docs/format.md`, the design in `docs/design.md`.
+//!
+//! # Layers
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`layout`] | the header format and its validation |
+//! | `ring` | the SPSC algorithm and the armed wake-up flags |
+//! | `memfd` | the sealed memfd and its mirrored mapping |
+//! | `signal` | eventfds and peer liveness |
+//! | `channel` | [`Sender`] and [`Receiver`] |
+//! | [`handoff`] | moving the fds to another process |
+
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("fdring supports Linux only: it is built on memfd, file seals, eventfd and pidfd");
+
+mod error;
+pub mod layout;
+mod ring;
+
+#[cfg(not(loom))]
+mod channel;
+#[cfg(not(loom))]
+pub mod handoff;
+#[cfg(not(loom))]
+mod memfd;
+#[cfg(not(loom))]
+mod signal;
+
+#[cfg(not(loom))]
+pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
+pub use error::{Corruption, Error, Rejection};
+#[cfg(not(loom))]
+pub use signal::Liveness;
