@@ -48,7 +48,8 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Corruption {
-    /// `write_index - read_index` was negative or above the capacity.
+    /// `write_index - read_index` was negative or above the capacity, or
+    /// the write index was beyond 2^62 (more items than a stream can move).
     IndexOutOfRange {
         /// The producer's index as read (or as known to the producer).
         write: u64,

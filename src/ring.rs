@@ -67,10 +67,15 @@ impl Shared {
     }
 }
 
+/// The largest index an honest peer can reach: 2^62 items is 14 years at
+/// 10^10 items a second. Refusing more keeps `index + capacity` far from
+/// overflow whatever a peer writes.
+const INDEX_LIMIT: u64 = 1 << 62;
+
 /// Checks a pair of indices: the fill level must be in `0..=capacity`.
 fn check_fill(write: u64, read: u64, capacity: u64) -> Result<u64, Corruption> {
     match write.checked_sub(read) {
-        Some(fill) if fill <= capacity => Ok(fill),
+        Some(fill) if fill <= capacity && write <= INDEX_LIMIT => Ok(fill),
         _ => Err(Corruption::IndexOutOfRange {
             write,
             read,

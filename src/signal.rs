@@ -106,8 +106,8 @@ pub(crate) fn wait(
                 _ => return Ok(Woken::TimedOut),
             },
         };
-        // Round up to the next millisecond-free nanosecond value: rustix
-        // takes a Timespec, so the sleep is as precise as the kernel's.
+        // poll takes a Timespec, so the sleep is as precise as the kernel's
+        // timers, not rounded to milliseconds.
         let timespec = timeout.map(|left| rustix::time::Timespec {
             tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
             tv_nsec: left.subsec_nanos().into(),
