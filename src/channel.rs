@@ -167,15 +167,16 @@ impl Builder {
         };
         layout::check_geometry(&config, page_size)?;
         memfd::set_len(memfd.as_fd(), config.file_len())?;
-        let mapping = Mapping::new(memfd.as_fd(), config.data_offset, config.data_len())
-            .map_err(|e| match e {
+        let mapping = Mapping::new(memfd.as_fd(), config.data_offset, config.data_len()).map_err(
+            |e| match e {
                 Error::Io { source, .. } if self.huge_pages => Error::io(
                     "mapping the huge-page memfd (are enough huge pages reserved in \
                      /proc/sys/vm/nr_hugepages?)",
                     source,
                 ),
                 other => other,
-            })?;
+            },
+        )?;
         header_of(&mapping).init(&config);
         memfd::seal(memfd.as_fd())?;
 
