@@ -485,6 +485,14 @@ impl<H: Half> End<H> {
         self.half.slots(self.peer_gone)
     }
 
+    /// Drains the eventfd, then arms: after `Ok(true)` the eventfd becomes
+    /// readable when a retry can make progress.
+    fn prepare_wait(&mut self) -> Result<bool, Error> {
+        // Drain first: any notification from here on answers this arm.
+        self.wait_on.drain()?;
+        Ok(self.half.arm())
+    }
+
     /// Waits until the ring lends at least one slot: spins for `spin`, then
     /// sleeps on the eventfd following the armed protocol.
     fn wait_slots(&mut self, deadline: Option<Instant>) -> Result<Slots, Error> {
@@ -637,6 +645,61 @@ impl<T: Pod> Sender<T> {
         self.end.peer = Some(liveness);
     }
 
+    /// The liveness watched by [`watch_peer`](Self::watch_peer), if any:
+    /// register its fd in an event loop next to this end's to learn of the
+    /// peer's death.
+    pub fn peer_liveness(&self) -> Option<&Liveness> {
+        self.end.peer.as_ref()
+    }
+
+    /// Prepares to wait on this end's fd ([`AsFd`]) in your own event loop,
+    /// after a `try_` call returned `Full`.
+    ///
+    /// Returns `Ok(true)` if you may wait now: the fd will become readable
+    /// when the receiver frees space, closes, or breaks the protocol.
+    /// Returns `Ok(false)` if that already happened: retry instead of
+    /// waiting. This is the contract of a non-blocking socket. Busy-polling
+    /// loops should not call it: it makes the receiver's next release write
+    /// the eventfd (one system call).
+    ///
+    /// It does not watch the peer's liveness; register
+    /// [`peer_liveness`](Self::peer_liveness) for that.
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the eventfd cannot be drained.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// use rustix::event::{poll, PollFd, PollFlags};
+    ///
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// let consumer = std::thread::spawn(move || {
+    ///     while rx.recv().is_ok() {}
+    /// });
+    /// let mut next = 0;
+    /// while next < 100_000 {
+    ///     match tx.try_send(next) {
+    ///         Ok(()) => next += 1,
+    ///         Err(fdring::Error::Full) => {
+    ///             if tx.prepare_wait()? {
+    ///                 let mut fds = [PollFd::new(&tx, PollFlags::IN)];
+    ///                 poll(&mut fds, None).unwrap();
+    ///             }
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// drop(tx);
+    /// consumer.join().unwrap();
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait(&mut self) -> Result<bool, Error> {
+        self.end.prepare_wait()
+    }
+
     /// The capacity of the ring in items (the requested capacity rounded
     /// up to whole pages).
     pub fn capacity(&self) -> usize {
@@ -685,6 +748,11 @@ impl<T: Pod> Sender<T> {
     ///
     /// The slice is not zeroed: it holds whatever was there (old items, or
     /// bytes a misbehaving peer wrote), hence `MaybeUninit`.
+    ///
+    /// For throughput between two busy sides, fill a part of the ring per
+    /// call (say an eighth), not all of it: the receiver can then work on
+    /// one part while this end fills the next, instead of the two taking
+    /// turns.
     ///
     /// # Errors
     ///
@@ -869,8 +937,8 @@ fn copy_into<T: Pod>(slots: &mut [MaybeUninit<T>], items: &[T]) -> usize {
 }
 
 impl<T: Pod> AsFd for Sender<T> {
-    /// The `space_ready` eventfd: it becomes readable when the receiver
-    /// frees space after this end found the ring full and armed.
+    /// The `space_ready` eventfd: after [`prepare_wait`](Sender::prepare_wait)
+    /// returned `true`, it becomes readable when the receiver frees space.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.end.wait_on.as_fd()
     }
@@ -945,6 +1013,45 @@ impl<T: Pod> Receiver<T> {
     /// Watches the peer's process; see [`Sender::watch_peer`].
     pub fn watch_peer(&mut self, liveness: Liveness) {
         self.end.peer = Some(liveness);
+    }
+
+    /// The watched liveness, if any; see [`Sender::peer_liveness`].
+    pub fn peer_liveness(&self) -> Option<&Liveness> {
+        self.end.peer.as_ref()
+    }
+
+    /// Prepares to wait on this end's fd in your own event loop, after a
+    /// `try_` call returned `Empty`: `Ok(true)` means the fd will become
+    /// readable when the sender publishes, closes or breaks the protocol;
+    /// `Ok(false)` means retry now. See [`Sender::prepare_wait`].
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the eventfd cannot be drained.
+    ///
+    /// ```
+    /// use rustix::event::{poll, PollFd, PollFlags};
+    ///
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// std::thread::spawn(move || tx.send_slice(&[1, 2, 3]));
+    /// let mut sum = 0;
+    /// loop {
+    ///     match rx.try_recv() {
+    ///         Ok(item) => sum += item,
+    ///         Err(fdring::Error::Empty) => {
+    ///             if rx.prepare_wait()? {
+    ///                 poll(&mut [PollFd::new(&rx, PollFlags::IN)], None).unwrap();
+    ///             }
+    ///         }
+    ///         Err(fdring::Error::Disconnected) => break,
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// assert_eq!(sum, 6);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait(&mut self) -> Result<bool, Error> {
+        self.end.prepare_wait()
     }
 
     /// The capacity of the ring in items.
@@ -1177,8 +1284,9 @@ fn copy_from<T: Pod>(items: &[T], buf: &mut [T]) -> usize {
 }
 
 impl<T: Pod> AsFd for Receiver<T> {
-    /// The `data_ready` eventfd: it becomes readable when the sender
-    /// publishes after this end found the ring empty and armed.
+    /// The `data_ready` eventfd: after
+    /// [`prepare_wait`](Receiver::prepare_wait) returned `true`, it becomes
+    /// readable when the sender publishes.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.end.wait_on.as_fd()
     }

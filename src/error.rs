@@ -104,6 +104,12 @@ pub enum Rejection {
         /// The seals required, as a bit mask.
         required: u32,
     },
+    /// The memfd is sealed against writing (`F_SEAL_WRITE` or
+    /// `F_SEAL_FUTURE_WRITE`), so neither end could publish.
+    WriteSealed {
+        /// The seals it has, as the `F_GET_SEALS` bit mask.
+        found: u32,
+    },
     /// The memfd is smaller than one header page.
     TooSmall {
         /// Its size in bytes.
@@ -118,7 +124,7 @@ pub enum Rejection {
         /// Size of the memfd.
         found: u64,
     },
-    /// The header does not start with [`MAGIC`](crate::layout::MAGIC).
+    /// The header does not start with [`MAGIC`](crate::MAGIC).
     BadMagic {
         /// The first 8 bytes, as a native-endian integer.
         found: u64,
@@ -264,6 +270,11 @@ impl fmt::Display for Rejection {
                 f,
                 "the memfd has seals {found:#x} but needs at least {required:#x} \
                  (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW)"
+            ),
+            Rejection::WriteSealed { found } => write!(
+                f,
+                "the memfd has seals {found:#x}, which forbid writing (F_SEAL_WRITE or \
+                 F_SEAL_FUTURE_WRITE)"
             ),
             Rejection::TooSmall { found, minimum } => write!(
                 f,

@@ -25,19 +25,28 @@ pub(crate) mod atomic {
 
 use atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// The 8 bytes at offset 0 of every fdring region: `b"FDRING\0\0"`.
+/// The 8 bytes at offset 0 of every fdring header, `b"FDRING\0\0"`, as a
+/// native-endian `u64`.
+///
+/// ```
+/// assert_eq!(fdring::MAGIC.to_ne_bytes(), *b"FDRING\0\0");
+/// ```
 pub const MAGIC: u64 = u64::from_ne_bytes(*b"FDRING\0\0");
 
-/// The format version this crate writes and accepts.
+/// The format version this crate writes and accepts (`docs/format.md`).
+///
+/// ```
+/// assert_eq!(fdring::VERSION, 1);
+/// ```
 pub const VERSION: u32 = 1;
 
 /// Size of one cache "line" as the format lays it out: 128 bytes, so that
 /// adjacent-line prefetching on x86 does not couple two fields either.
-pub const LINE: usize = 128;
+pub(crate) const LINE: usize = 128;
 
 /// Bytes of the header that are defined (six lines); the rest of the header
 /// page is reserved and zero.
-pub const HEADER_BYTES: usize = 6 * LINE;
+pub(crate) const HEADER_BYTES: usize = 6 * LINE;
 
 /// One field alone on its own 128-byte line.
 #[repr(C, align(128))]
@@ -113,27 +122,27 @@ const _: () = {
 
 /// The validated, private copy of a header's configuration line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
+pub(crate) struct Config {
     /// Size of one item in bytes (`size_of::<T>()`).
-    pub item_size: u32,
+    pub(crate) item_size: u32,
     /// Alignment of one item in bytes (`align_of::<T>()`).
-    pub item_align: u32,
+    pub(crate) item_align: u32,
     /// Capacity of the ring in items.
-    pub capacity: u64,
+    pub(crate) capacity: u64,
     /// Offset of the data region from the start of the memfd, in bytes.
-    pub data_offset: u64,
+    pub(crate) data_offset: u64,
     /// A user-chosen tag naming the item type; 0 means "none".
-    pub type_tag: u64,
+    pub(crate) type_tag: u64,
 }
 
 impl Config {
     /// Bytes of one copy of the data region: `capacity * item_size`.
-    pub fn data_len(&self) -> u64 {
+    pub(crate) fn data_len(&self) -> u64 {
         self.capacity * u64::from(self.item_size)
     }
 
     /// Total size of the memfd: the header page(s) and one copy of the data.
-    pub fn file_len(&self) -> u64 {
+    pub(crate) fn file_len(&self) -> u64 {
         self.data_offset + self.data_len()
     }
 }

@@ -28,7 +28,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`layout`] | the header format and its validation |
+//! | `layout` | the header format and its validation |
 //! | `ring` | the SPSC algorithm and the armed wake-up flags |
 //! | `memfd` | the sealed memfd and its mirrored mapping |
 //! | `signal` | eventfds and peer liveness |
@@ -37,12 +37,14 @@
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+// Under loom only the ring core is built, and the tests that use it.
+#![cfg_attr(loom, allow(dead_code))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("fdring supports Linux only: it is built on memfd, file seals, eventfd and pidfd");
 
 mod error;
-pub mod layout;
+mod layout;
 mod ring;
 
 #[cfg(not(loom))]
@@ -57,5 +59,6 @@ mod signal;
 #[cfg(not(loom))]
 pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
 pub use error::{Corruption, Error, Rejection};
+pub use layout::{MAGIC, VERSION};
 #[cfg(not(loom))]
 pub use signal::Liveness;

@@ -30,6 +30,10 @@ pub(crate) const REQUIRED_SEALS: SealFlags = SealFlags::SEAL
     .union(SealFlags::SHRINK)
     .union(SealFlags::GROW);
 
+/// Seals that forbid writing, which both ends must do (a shared writable
+/// mapping of such a memfd is refused).
+const FORBIDDEN_SEALS: SealFlags = SealFlags::WRITE.union(SealFlags::FUTURE_WRITE);
+
 /// The page size of this system: the granule of every mapping.
 pub(crate) fn page_size() -> u64 {
     rustix::param::page_size() as u64
@@ -99,6 +103,12 @@ pub(crate) fn verify(fd: BorrowedFd<'_>) -> Result<Verified, Error> {
         return Err(Rejection::MissingSeals {
             found: seals.bits(),
             required: REQUIRED_SEALS.bits(),
+        }
+        .into());
+    }
+    if seals.intersects(FORBIDDEN_SEALS) {
+        return Err(Rejection::WriteSealed {
+            found: seals.bits(),
         }
         .into());
     }
