@@ -366,7 +366,7 @@ pub struct Stats {
 /// The operations `End` needs from each half of the ring.
 trait Half {
     /// Free slots (producer) or ready items (consumer).
-    fn slots(&mut self, peer_gone: bool) -> Result<Slots, Error>;
+    fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error>;
     /// Publishes (producer) or releases (consumer); true if the peer must
     /// be woken.
     fn commit(&mut self, count: usize) -> bool;
@@ -376,11 +376,11 @@ trait Half {
 }
 
 impl Half for Producer {
-    fn slots(&mut self, peer_gone: bool) -> Result<Slots, Error> {
+    fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         if peer_gone {
             return Err(Error::Disconnected);
         }
-        self.free_slots()
+        self.free_slots(want)
     }
     fn commit(&mut self, count: usize) -> bool {
         self.publish(count)
@@ -397,8 +397,8 @@ impl Half for Producer {
 }
 
 impl Half for Consumer {
-    fn slots(&mut self, peer_gone: bool) -> Result<Slots, Error> {
-        self.ready_slots(peer_gone)
+    fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
+        self.ready_slots(want, peer_gone)
     }
     fn commit(&mut self, count: usize) -> bool {
         self.release(count)
@@ -481,8 +481,18 @@ impl<H: Half> End<H> {
         unsafe { self.data.as_ptr().add(slots.start * self.item_size) }
     }
 
-    fn try_slots(&mut self) -> Result<Slots, Error> {
-        self.half.slots(self.peer_gone)
+    /// Lends slots at once, or waits for them as `wait` says. `want` is
+    /// how many the caller could use: the cached peer index is reloaded
+    /// only if it shows fewer.
+    fn slots(&mut self, want: usize, wait: Wait) -> Result<Slots, Error> {
+        match wait {
+            Wait::Never => self.try_slots(want),
+            Wait::Until(deadline) => self.wait_slots(want, deadline),
+        }
+    }
+
+    fn try_slots(&mut self, want: usize) -> Result<Slots, Error> {
+        self.half.slots(want, self.peer_gone)
     }
 
     /// Drains the eventfd, then arms: after `Ok(true)` the eventfd becomes
@@ -495,9 +505,9 @@ impl<H: Half> End<H> {
 
     /// Waits until the ring lends at least one slot: spins for `spin`, then
     /// sleeps on the eventfd following the armed protocol.
-    fn wait_slots(&mut self, deadline: Option<Instant>) -> Result<Slots, Error> {
+    fn wait_slots(&mut self, want: usize, deadline: Option<Instant>) -> Result<Slots, Error> {
         let would_block = |r: &Result<Slots, Error>| matches!(r, Err(Error::Full | Error::Empty));
-        let first = self.try_slots();
+        let first = self.try_slots(want);
         if !would_block(&first) {
             return first;
         }
@@ -508,7 +518,7 @@ impl<H: Half> End<H> {
                 for _ in 0..32 {
                     std::hint::spin_loop();
                 }
-                let attempt = self.try_slots();
+                let attempt = self.try_slots(want);
                 if !would_block(&attempt) {
                     return attempt;
                 }
@@ -529,7 +539,7 @@ impl<H: Half> End<H> {
                     self.peer_gone = true;
                 }
             }
-            let attempt = self.try_slots();
+            let attempt = self.try_slots(want);
             if !would_block(&attempt) {
                 return attempt;
             }
@@ -585,10 +595,26 @@ impl<H: Half> fmt::Debug for End<H> {
     }
 }
 
-fn deadline(timeout: Duration) -> Option<Instant> {
-    // A timeout too large to represent waits forever.
-    Instant::now().checked_add(timeout)
+/// Whether a call may wait for slots.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The `try_` calls.
+    Never,
+    /// Until the deadline; `None` waits for as long as it takes.
+    Until(Option<Instant>),
 }
+
+const FOREVER: Wait = Wait::Until(None);
+
+impl Wait {
+    fn timeout(timeout: Duration) -> Wait {
+        // A timeout too large to represent waits forever.
+        Wait::Until(Instant::now().checked_add(timeout))
+    }
+}
+
+/// `want` for the closure calls: they lend every slot there is.
+const ALL: usize = usize::MAX;
 
 /// The sending end of a ring. Created by [`channel`], [`Builder::build`] or
 /// [`Builder::open_sender`].
@@ -741,7 +767,7 @@ impl<T: Pod> Sender<T> {
         self.end.stats
     }
 
-    /// Lends every free slot the ring knows of, as one contiguous slice
+    /// Lends every free slot of the ring, as one contiguous slice
     /// (across the wrap too), to `fill`, which writes the first `n` slots and
     /// returns `n`; those `n` items are then published, in order. Returns
     /// `n`. Does not wait.
@@ -783,8 +809,7 @@ impl<T: Pod> Sender<T> {
     where
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
     {
-        let slots = self.end.try_slots()?;
-        Ok(self.fill(slots, fill))
+        self.send_in(ALL, Wait::Never, fill)
     }
 
     /// Like [`try_send_with`](Self::try_send_with), but waits until there
@@ -802,8 +827,7 @@ impl<T: Pod> Sender<T> {
     where
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
     {
-        let slots = self.end.wait_slots(None)?;
-        Ok(self.fill(slots, fill))
+        self.send_in(ALL, FOREVER, fill)
     }
 
     /// Like [`send_with`](Self::send_with), but gives up after `timeout`.
@@ -819,14 +843,16 @@ impl<T: Pod> Sender<T> {
     where
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
     {
-        let slots = self.end.wait_slots(deadline(timeout))?;
-        Ok(self.fill(slots, fill))
+        self.send_in(ALL, Wait::timeout(timeout), fill)
     }
 
-    fn fill<F>(&mut self, slots: Slots, fill: F) -> usize
+    /// Lends at least one free slot (waiting as `wait` says) to `fill`,
+    /// then publishes what it wrote. `want` is how many it could use.
+    fn send_in<F>(&mut self, want: usize, wait: Wait, fill: F) -> Result<usize, Error>
     where
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
     {
+        let slots = self.end.slots(want, wait)?;
         let ptr = self.end.slot_ptr(slots).cast::<MaybeUninit<T>>();
         // SAFETY: `slots` are free slots: the consumer has released them and
         // will not read them until they are published, so this end may write
@@ -843,7 +869,7 @@ impl<T: Pod> Sender<T> {
             slots.len
         );
         self.end.commit(written);
-        written
+        Ok(written)
     }
 
     /// Sends one item if there is room. Does not wait.
@@ -862,7 +888,7 @@ impl<T: Pod> Sender<T> {
     /// # Ok::<(), fdring::Error>(())
     /// ```
     pub fn try_send(&mut self, item: T) -> Result<(), Error> {
-        self.try_send_with(|slots| write_first(slots, item))
+        self.send_in(1, Wait::Never, |slots| write_first(slots, item))
             .map(drop)
     }
 
@@ -872,7 +898,8 @@ impl<T: Pod> Sender<T> {
     ///
     /// As for [`send_with`](Self::send_with).
     pub fn send(&mut self, item: T) -> Result<(), Error> {
-        self.send_with(|slots| write_first(slots, item)).map(drop)
+        self.send_in(1, FOREVER, |slots| write_first(slots, item))
+            .map(drop)
     }
 
     /// Sends one item, waiting at most `timeout` for room.
@@ -881,7 +908,7 @@ impl<T: Pod> Sender<T> {
     ///
     /// As for [`send_with_timeout`](Self::send_with_timeout).
     pub fn send_timeout(&mut self, item: T, timeout: Duration) -> Result<(), Error> {
-        self.send_with_timeout(timeout, |slots| write_first(slots, item))
+        self.send_in(1, Wait::timeout(timeout), |slots| write_first(slots, item))
             .map(drop)
     }
 
@@ -896,7 +923,7 @@ impl<T: Pod> Sender<T> {
         if items.is_empty() {
             return Ok(0);
         }
-        self.try_send_with(|slots| copy_into(slots, items))
+        self.send_in(items.len(), Wait::Never, |slots| copy_into(slots, items))
     }
 
     /// Sends all of `items`, in order, waiting for room as often as needed.
@@ -916,7 +943,7 @@ impl<T: Pod> Sender<T> {
     /// ```
     pub fn send_slice(&mut self, mut items: &[T]) -> Result<(), Error> {
         while !items.is_empty() {
-            let sent = self.send_with(|slots| copy_into(slots, items))?;
+            let sent = self.send_in(items.len(), FOREVER, |slots| copy_into(slots, items))?;
             items = &items[sent..];
         }
         Ok(())
@@ -959,7 +986,7 @@ impl io::Write for Sender<u8> {
         if buf.is_empty() {
             return Ok(0);
         }
-        Ok(self.send_with(|slots| copy_into(slots, buf))?)
+        Ok(self.send_in(buf.len(), FOREVER, |slots| copy_into(slots, buf))?)
     }
 
     /// Bytes are visible to the receiver as soon as `write` returns, so
@@ -1094,7 +1121,7 @@ impl<T: Pod> Receiver<T> {
         self.end.stats
     }
 
-    /// Lends every ready item the ring knows of, as one contiguous slice
+    /// Lends every ready item in the ring, as one contiguous slice
     /// (across the wrap too), to `consume`, which returns how many of the
     /// first items it consumed; those are then released to the sender.
     /// Returns that count. Does not wait.
@@ -1130,8 +1157,7 @@ impl<T: Pod> Receiver<T> {
     where
         F: FnOnce(&[T]) -> usize,
     {
-        let slots = self.end.try_slots()?;
-        Ok(self.consume(slots, consume))
+        self.recv_in(ALL, Wait::Never, consume)
     }
 
     /// Like [`try_recv_with`](Self::try_recv_with), but waits until at
@@ -1150,8 +1176,7 @@ impl<T: Pod> Receiver<T> {
     where
         F: FnOnce(&[T]) -> usize,
     {
-        let slots = self.end.wait_slots(None)?;
-        Ok(self.consume(slots, consume))
+        self.recv_in(ALL, FOREVER, consume)
     }
 
     /// Like [`recv_with`](Self::recv_with), but gives up after `timeout`.
@@ -1167,14 +1192,17 @@ impl<T: Pod> Receiver<T> {
     where
         F: FnOnce(&[T]) -> usize,
     {
-        let slots = self.end.wait_slots(deadline(timeout))?;
-        Ok(self.consume(slots, consume))
+        self.recv_in(ALL, Wait::timeout(timeout), consume)
     }
 
-    fn consume<F>(&mut self, slots: Slots, consume: F) -> usize
+    /// Lends at least one ready item (waiting as `wait` says) to
+    /// `consume`, then releases what it consumed. `want` is how many it
+    /// could use.
+    fn recv_in<F>(&mut self, want: usize, wait: Wait, consume: F) -> Result<usize, Error>
     where
         F: FnOnce(&[T]) -> usize,
     {
+        let slots = self.end.slots(want, wait)?;
         let ptr = self.end.slot_ptr(slots).cast::<T>();
         // SAFETY: `slots` are published items: the producer wrote them before
         // its Release store of the write index, which `ready_slots` loaded
@@ -1190,7 +1218,7 @@ impl<T: Pod> Receiver<T> {
             slots.len
         );
         self.end.commit(consumed);
-        consumed
+        Ok(consumed)
     }
 
     /// Receives one item if one is ready. Does not wait.
@@ -1209,7 +1237,7 @@ impl<T: Pod> Receiver<T> {
     /// ```
     pub fn try_recv(&mut self) -> Result<T, Error> {
         let mut item = T::zeroed();
-        self.try_recv_with(|items| read_first(items, &mut item))?;
+        self.recv_in(1, Wait::Never, |items| read_first(items, &mut item))?;
         Ok(item)
     }
 
@@ -1220,7 +1248,7 @@ impl<T: Pod> Receiver<T> {
     /// As for [`recv_with`](Self::recv_with).
     pub fn recv(&mut self) -> Result<T, Error> {
         let mut item = T::zeroed();
-        self.recv_with(|items| read_first(items, &mut item))?;
+        self.recv_in(1, FOREVER, |items| read_first(items, &mut item))?;
         Ok(item)
     }
 
@@ -1239,7 +1267,9 @@ impl<T: Pod> Receiver<T> {
     /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
         let mut item = T::zeroed();
-        self.recv_with_timeout(timeout, |items| read_first(items, &mut item))?;
+        self.recv_in(1, Wait::timeout(timeout), |items| {
+            read_first(items, &mut item)
+        })?;
         Ok(item)
     }
 
@@ -1254,7 +1284,7 @@ impl<T: Pod> Receiver<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.try_recv_with(|items| copy_from(items, buf))
+        self.recv_in(buf.len(), Wait::Never, |items| copy_from(items, buf))
     }
 
     /// Receives at least one item, waiting for it, and as many more as are
@@ -1268,7 +1298,7 @@ impl<T: Pod> Receiver<T> {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.recv_with(|items| copy_from(items, buf))
+        self.recv_in(buf.len(), FOREVER, |items| copy_from(items, buf))
     }
 }
 

@@ -30,7 +30,8 @@ pub enum Error {
     Disconnected,
     /// The peer broke the protocol (for instance an index that went
     /// backwards). The ring is unusable from then on; every later call
-    /// returns this again.
+    /// that looks at the ring returns this again (a call with nothing to
+    /// do, such as sending an empty slice, returns `Ok(0)`).
     Corrupted(Corruption),
     /// The memfd, its header or one of the fds handed over was not
     /// acceptable; nothing was mapped.
@@ -110,6 +111,8 @@ pub enum Rejection {
         /// The seals it has, as the `F_GET_SEALS` bit mask.
         found: u32,
     },
+    /// The fd of the memfd was opened read-only; both ends write to it.
+    NotWritable,
     /// The memfd is smaller than one header page.
     TooSmall {
         /// Its size in bytes.
@@ -276,6 +279,7 @@ impl fmt::Display for Rejection {
                 "the memfd has seals {found:#x}, which forbid writing (F_SEAL_WRITE or \
                  F_SEAL_FUTURE_WRITE)"
             ),
+            Rejection::NotWritable => f.write_str("the memfd's fd is not open for writing"),
             Rejection::TooSmall { found, minimum } => write!(
                 f,
                 "the memfd is {found} bytes, smaller than the {minimum}-byte header page"

@@ -294,7 +294,10 @@ pub(crate) fn check_geometry(config: &Config, page_size: u64) -> Result<(), Reje
     if config.capacity == 0 {
         return Err(Rejection::ZeroCapacity);
     }
-    if config.data_offset < HEADER_BYTES as u64 || config.data_offset % page_size != 0 {
+    if config.data_offset < HEADER_BYTES as u64
+        || config.data_offset % page_size != 0
+        || config.data_offset > isize::MAX as u64 / 4
+    {
         return Err(Rejection::BadDataOffset {
             found: config.data_offset,
             page_size,

@@ -112,6 +112,11 @@ pub(crate) fn verify(fd: BorrowedFd<'_>) -> Result<Verified, Error> {
         }
         .into());
     }
+    let mode =
+        rustix::fs::fcntl_getfl(fd).map_err(|e| Error::io("reading the memfd's flags", e))?;
+    if mode & rustix::fs::OFlags::RWMODE != rustix::fs::OFlags::RDWR {
+        return Err(Rejection::NotWritable.into());
+    }
     let stat = rustix::fs::fstat(fd).map_err(|e| Error::io("fstat of the memfd", e))?;
     let page_size = page_size().max(stat.st_blksize as u64);
     let len = stat.st_size as u64;

@@ -179,14 +179,15 @@ impl Producer {
         }
     }
 
-    /// The free slots as far as the cache knows, reloading the consumer's
-    /// index only if the cache says the ring is full.
+    /// The free slots, reloading the consumer's index only if the cache
+    /// knows of fewer than `want` (so `1` reloads only when the cache says
+    /// full, and `usize::MAX` always reloads unless the whole ring is free).
     ///
     /// # Errors
     ///
     /// `Disconnected` if the consumer closed its end, `Full` if there is no
     /// free slot, `Corrupted` if the consumer's index is invalid.
-    pub(crate) fn free_slots(&mut self) -> Result<Slots, Error> {
+    pub(crate) fn free_slots(&mut self, want: usize) -> Result<Slots, Error> {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
         }
@@ -194,11 +195,11 @@ impl Producer {
             return Err(Error::Disconnected);
         }
         let mut free = self.shared.capacity - (self.write - self.cached_read);
-        if free == 0 {
+        if free < want as u64 {
             free = self.refresh()?;
-            if free == 0 {
-                return Err(Error::Full);
-            }
+        }
+        if free == 0 {
+            return Err(Error::Full);
         }
         Ok(self.shared.run(self.write, free))
     }
@@ -338,8 +339,8 @@ impl Consumer {
         }
     }
 
-    /// The ready items as far as the cache knows, reloading the producer's
-    /// index only if the cache says the ring is empty.
+    /// The ready items, reloading the producer's index only if the cache
+    /// knows of fewer than `want` (see [`Producer::free_slots`]).
     ///
     /// `peer_gone` is the layer above's knowledge that the producer's
     /// process died; like a closed word, it turns "empty" into
@@ -349,23 +350,23 @@ impl Consumer {
     ///
     /// `Empty` if nothing is ready, `Disconnected` if nothing is ready and
     /// the producer is gone, `Corrupted` if its index is invalid.
-    pub(crate) fn ready_slots(&mut self, peer_gone: bool) -> Result<Slots, Error> {
+    pub(crate) fn ready_slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
         }
         let mut ready = self.cached_write - self.read;
+        if ready < want as u64 {
+            ready = self.refresh()?;
+        }
         if ready == 0 {
+            if !(peer_gone || self.peer_closed()) {
+                return Err(Error::Empty);
+            }
+            // The producer closed (Release) after its last publish, so one
+            // more load sees everything it ever published.
             ready = self.refresh()?;
             if ready == 0 {
-                if !(peer_gone || self.peer_closed()) {
-                    return Err(Error::Empty);
-                }
-                // The producer closed (Release) after its last publish, so
-                // one more load sees everything it ever published.
-                ready = self.refresh()?;
-                if ready == 0 {
-                    return Err(Error::Disconnected);
-                }
+                return Err(Error::Disconnected);
             }
         }
         Ok(self.shared.run(self.read, ready))
@@ -466,25 +467,46 @@ mod tests {
     fn unmirrored_runs_stop_at_the_wrap_and_mirrored_runs_do_not() {
         let header = boxed_header(5);
         let (mut tx, mut rx) = ends(&header, 5, false);
-        assert_eq!(tx.free_slots(), Ok(Slots { start: 0, len: 5 }));
+        assert_eq!(tx.free_slots(1), Ok(Slots { start: 0, len: 5 }));
         tx.publish(4);
-        assert_eq!(rx.ready_slots(false), Ok(Slots { start: 0, len: 4 }));
+        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 0, len: 4 }));
         rx.release(3);
         // The cache still says one free slot; it is lent without a reload.
-        assert_eq!(tx.free_slots(), Ok(Slots { start: 4, len: 1 }));
+        assert_eq!(tx.free_slots(1), Ok(Slots { start: 4, len: 1 }));
         tx.publish(1);
-        assert_eq!(tx.free_slots(), Ok(Slots { start: 0, len: 3 }));
+        assert_eq!(tx.free_slots(1), Ok(Slots { start: 0, len: 3 }));
 
         let mirrored = boxed_header(5);
         let (mut tx, mut rx) = ends(&mirrored, 5, true);
         tx.publish(4);
-        rx.ready_slots(false).unwrap();
+        rx.ready_slots(1, false).unwrap();
         rx.release(4);
-        assert_eq!(tx.free_slots(), Ok(Slots { start: 4, len: 1 }));
+        assert_eq!(tx.free_slots(1), Ok(Slots { start: 4, len: 1 }));
         tx.publish(1);
-        assert_eq!(tx.free_slots(), Ok(Slots { start: 0, len: 4 }));
+        assert_eq!(tx.free_slots(1), Ok(Slots { start: 0, len: 4 }));
         tx.publish(3);
-        assert_eq!(rx.ready_slots(false), Ok(Slots { start: 4, len: 4 }));
+        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 4, len: 4 }));
+    }
+
+    #[test]
+    fn the_peer_index_is_reloaded_only_when_the_cache_shows_fewer_than_wanted() {
+        let header = boxed_header(8);
+        let (mut tx, mut rx) = ends(&header, 8, true);
+        tx.publish(6);
+        assert_eq!(rx.ready_slots(1, false).map(|s| s.len), Ok(6));
+        rx.release(6);
+        // The cache still shows 2 free: enough for one item, not for all.
+        assert_eq!(tx.free_slots(1), Ok(Slots { start: 6, len: 2 }));
+        assert_eq!(tx.free_slots(2), Ok(Slots { start: 6, len: 2 }));
+        assert_eq!(tx.free_slots(3), Ok(Slots { start: 6, len: 8 }));
+        tx.publish(1);
+        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 6, len: 1 }));
+        tx.publish(1);
+        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 6, len: 1 }));
+        assert_eq!(
+            rx.ready_slots(usize::MAX, false),
+            Ok(Slots { start: 6, len: 2 })
+        );
     }
 
     #[test]
@@ -498,9 +520,9 @@ mod tests {
             read: 9,
             capacity: 4,
         };
-        assert_eq!(tx.free_slots(), Err(Error::Corrupted(expected)));
+        assert_eq!(tx.free_slots(1), Err(Error::Corrupted(expected)));
         header.read_index.0.store(0, Ordering::Relaxed);
-        assert_eq!(tx.free_slots(), Err(Error::Corrupted(expected)));
+        assert_eq!(tx.free_slots(1), Err(Error::Corrupted(expected)));
     }
 
     #[test]
@@ -508,11 +530,11 @@ mod tests {
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);
         tx.publish(3);
-        assert_eq!(rx.ready_slots(false).map(|s| s.len), Ok(3));
+        assert_eq!(rx.ready_slots(1, false).map(|s| s.len), Ok(3));
         rx.release(3);
         header.write_index.0.store(1, Ordering::Relaxed);
         assert_eq!(
-            rx.ready_slots(false),
+            rx.ready_slots(1, false),
             Err(Error::Corrupted(Corruption::IndexWentBack {
                 before: 3,
                 now: 1
@@ -526,9 +548,9 @@ mod tests {
         let (mut tx, mut rx) = ends(&header, 4, true);
         tx.publish(2);
         tx.close();
-        assert_eq!(rx.ready_slots(false).map(|s| s.len), Ok(2));
+        assert_eq!(rx.ready_slots(1, false).map(|s| s.len), Ok(2));
         rx.release(2);
-        assert_eq!(rx.ready_slots(false), Err(Error::Disconnected));
+        assert_eq!(rx.ready_slots(1, false), Err(Error::Disconnected));
     }
 
     #[test]
@@ -536,7 +558,7 @@ mod tests {
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);
         assert!(!tx.publish(1), "nobody armed: no wake-up");
-        let ready = rx.ready_slots(false).unwrap().len;
+        let ready = rx.ready_slots(1, false).unwrap().len;
         rx.release(ready);
         assert!(rx.arm(), "empty ring: the consumer may sleep");
         assert!(tx.publish(1), "armed consumer: wake it");
