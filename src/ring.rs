@@ -436,6 +436,9 @@ impl Consumer {
     }
 }
 
+#[cfg(all(test, loom))]
+mod loom_model;
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
