@@ -23,8 +23,14 @@ use crate::ring::{Consumer, Producer, Slots};
 use crate::signal::{self, EventFd, Liveness, Woken};
 
 /// How long a blocking call spins, re-checking the ring, before it sleeps
-/// on its eventfd; see [`Builder::spin`].
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// on its eventfd; see [`Builder::spin`]. About the cost of one wake-up
+/// through the kernel on a virtual machine (the measurement is in
+/// `docs/design.md`).
+///
+/// ```
+/// assert_eq!(fdring::DEFAULT_SPIN, std::time::Duration::from_micros(20));
+/// ```
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
 /// Creates a ring of at least `capacity` items in a new sealed memfd and
 /// returns its two ends.
@@ -126,11 +132,12 @@ impl Builder {
 
     /// How long a blocking call spins before it sleeps on its eventfd.
     ///
-    /// Spinning costs CPU while the peer is slow; sleeping costs a system
-    /// call on each side and a scheduler wake-up (tens of microseconds on a
-    /// virtual machine) when the peer is fast. The default,
-    /// [`DEFAULT_SPIN`], is about one wake-up's cost. `Duration::ZERO`
-    /// sleeps at once.
+    /// The spin re-checks the ring with `spin_loop` hints for about a
+    /// microsecond, then yields the CPU between checks. Spinning costs CPU
+    /// while the peer is slow; sleeping costs a system call on each side
+    /// and a scheduler wake-up (tens of microseconds on a virtual machine)
+    /// when the peer is fast. The default, [`DEFAULT_SPIN`], is about one
+    /// wake-up's cost. `Duration::ZERO` sleeps at once.
     pub fn spin(mut self, spin: Duration) -> Builder {
         self.spin = spin;
         self
@@ -496,10 +503,19 @@ impl<H: Half> End<H> {
     }
 
     /// Drains the eventfd, then arms: after `Ok(true)` the eventfd becomes
-    /// readable when a retry can make progress.
+    /// readable when a retry can make progress. Also looks at the peer's
+    /// liveness (this path makes system calls anyway), so that a retry
+    /// after the peer's death returns `Disconnected`.
     fn prepare_wait(&mut self) -> Result<bool, Error> {
         // Drain first: any notification from here on answers this arm.
         self.wait_on.drain()?;
+        if !self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone) {
+            self.peer_gone = true;
+        }
+        if self.peer_gone {
+            // The retry drains what is left, then reports the disconnect.
+            return Ok(false);
+        }
         Ok(self.half.arm())
     }
 
@@ -514,9 +530,19 @@ impl<H: Half> End<H> {
         if !self.spin.is_zero() {
             let now = Instant::now();
             let spin_until = deadline.map_or(now + self.spin, |d| d.min(now + self.spin));
+            // Spin briefly with growing pauses, then yield the CPU between
+            // checks: on a machine with few cores, the peer we wait for
+            // may have been woken on this very core, and a pure spin would
+            // keep it off the CPU until the spin ends (docs/design.md).
+            let mut step = 0;
             loop {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
+                if step < 4 {
+                    for _ in 0..1 << step {
+                        std::hint::spin_loop();
+                    }
+                    step += 1;
+                } else {
+                    std::thread::yield_now();
                 }
                 let attempt = self.try_slots(want);
                 if !would_block(&attempt) {
@@ -688,8 +714,12 @@ impl<T: Pod> Sender<T> {
     /// loops should not call it: it makes the receiver's next release write
     /// the eventfd (one system call).
     ///
-    /// It does not watch the peer's liveness; register
-    /// [`peer_liveness`](Self::peer_liveness) for that.
+    /// If this end watches its peer, register
+    /// [`peer_liveness`](Self::peer_liveness) too: when it becomes ready,
+    /// the next `prepare_wait` returns `Ok(false)` and the retry
+    /// `Disconnected`. (The `try_` calls make no system call, so on their
+    /// own they learn of a peer's death only once a blocking call or
+    /// `prepare_wait` has.)
     ///
     /// # Errors
     ///
