@@ -491,6 +491,95 @@ mod tests {
         assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 4, len: 4 }));
     }
 
+    /// Slots on the heap, written by the producer and read by the consumer
+    /// with plain (non-atomic) accesses, so that Miri and ThreadSanitizer
+    /// see a data race if publication is not ordered.
+    struct HeapSlots(Vec<std::cell::UnsafeCell<u64>>);
+
+    // SAFETY: the ring protocol gives each slot to one thread at a time;
+    // checking that is the point of the tests that use it.
+    unsafe impl Sync for HeapSlots {}
+
+    /// Streams `count` items through a heap ring of `capacity` slots in
+    /// partial batches (sizes cycling through 1..=capacity+1), both sides
+    /// yielding when they cannot progress; the consumer stops after
+    /// `stop_after` items and closes. Returns (sent, received).
+    fn stream_on_heap(capacity: u64, count: u64, stop_after: u64) -> (u64, u64) {
+        let header = std::sync::Arc::new(boxed_header(capacity));
+        let slots = std::sync::Arc::new(HeapSlots(
+            (0..capacity)
+                .map(|_| std::cell::UnsafeCell::new(0))
+                .collect(),
+        ));
+        let (producer_header, producer_slots) = (header.clone(), slots.clone());
+        let producer = std::thread::spawn(move || {
+            let (mut tx, _) = ends(&producer_header, capacity, false);
+            let mut next = 0;
+            let mut batch = 1;
+            while next < count {
+                match tx.free_slots(batch) {
+                    Ok(run) => {
+                        let n = run.len.min(batch).min((count - next) as usize);
+                        for i in 0..n {
+                            // SAFETY: a free slot, owned by the producer
+                            // until published.
+                            unsafe { *producer_slots.0[run.start + i].get() = next + i as u64 };
+                        }
+                        tx.publish(n);
+                        next += n as u64;
+                        batch = batch % (capacity as usize + 1) + 1;
+                    }
+                    Err(Error::Full) => std::thread::yield_now(),
+                    Err(Error::Disconnected) => break,
+                    Err(e) => panic!("producer: {e}"),
+                }
+            }
+            tx.close();
+            next
+        });
+        let (_, mut rx) = ends(&header, capacity, false);
+        let mut expected = 0;
+        let mut batch = 2;
+        while expected < stop_after {
+            match rx.ready_slots(batch, false) {
+                Ok(run) => {
+                    let n = run.len.min(batch).min((stop_after - expected) as usize);
+                    for i in 0..n {
+                        // SAFETY: a published slot, owned by the consumer
+                        // until released.
+                        let value = unsafe { *slots.0[run.start + i].get() };
+                        assert_eq!(value, expected);
+                        expected += 1;
+                    }
+                    rx.release(n);
+                    batch = batch % (capacity as usize + 1) + 1;
+                }
+                Err(Error::Empty) => std::thread::yield_now(),
+                Err(Error::Disconnected) => break,
+                Err(e) => panic!("consumer: {e}"),
+            }
+        }
+        rx.close();
+        (producer.join().unwrap(), expected)
+    }
+
+    #[test]
+    fn two_threads_stream_through_a_heap_ring_across_the_wrap() {
+        let count = if cfg!(miri) { 200 } else { 100_000 };
+        assert_eq!(stream_on_heap(5, count, u64::MAX), (count, count));
+        assert_eq!(
+            stream_on_heap(1, count / 10, u64::MAX),
+            (count / 10, count / 10)
+        );
+    }
+
+    #[test]
+    fn a_consumer_that_closes_mid_stream_stops_the_producer() {
+        let (sent, received) = stream_on_heap(3, u64::MAX / 2, 50);
+        assert_eq!(received, 50);
+        assert!((50..=53).contains(&sent), "sent {sent}");
+    }
+
     #[test]
     fn the_peer_index_is_reloaded_only_when_the_cache_shows_fewer_than_wanted() {
         let header = boxed_header(8);
