@@ -646,6 +646,20 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_producer_is_disconnected_only_after_its_items_are_drained() {
+        // `peer_gone` (the liveness fd fired) with items still published:
+        // they come first, then the disconnect.
+        let header = boxed_header(4);
+        let (mut tx, mut rx) = ends(&header, 4, true);
+        tx.publish(3);
+        assert_eq!(rx.ready_slots(1, true).map(|s| s.len), Ok(3));
+        rx.release(2);
+        assert_eq!(rx.ready_slots(usize::MAX, true).map(|s| s.len), Ok(1));
+        rx.release(1);
+        assert_eq!(rx.ready_slots(1, true), Err(Error::Disconnected));
+    }
+
+    #[test]
     fn publishing_wakes_only_an_armed_consumer() {
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);

@@ -1,12 +1,17 @@
 //! Helpers shared by the integration tests: sequence-numbered items, stream
-//! drivers over every send/recv variant, threads joined with a deadline, and
-//! child processes that re-execute the test binary.
+//! drivers over every send/recv variant, threads joined with a deadline,
+//! child processes that re-execute the test binary, the header words read
+//! from outside the crate, snapshots of the fds and mappings a process
+//! holds (leak checks), and children killed with SIGKILL at a random moment
+//! (the crash tests, and the leak checks that kill children).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io::{BufRead, BufReader, Read};
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -14,7 +19,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytemuck::Pod;
-use fdring::{Error, Receiver, Sender};
+use fdring::{channel, handoff, Error, Fds, Liveness, Receiver, Sender};
 
 /// A generous bound for anything that must not hang: no test asserts on
 /// speed, only that a blocking call comes back at all.
@@ -417,12 +422,21 @@ pub fn env(name: &str) -> Option<String> {
 
 /// Kills this process if it is still running after `limit`: a child never
 /// outlives a failed test for long.
+///
+/// Returns once the watchdog thread is running and has allocated: what a
+/// thread sets up as it starts (its alternate signal stack, a malloc arena
+/// on its first allocation) is then mapped already, so that a leak check
+/// right after does not see those mappings appear.
 pub fn start_watchdog(limit: Duration) {
+    let (started, running) = mpsc::sync_channel(0);
     thread::spawn(move || {
+        let message = format!("fdring test child: watchdog fired after {limit:?}, exiting");
+        let _ = started.send(());
         thread::sleep(limit);
-        eprintln!("fdring test child: watchdog fired after {limit:?}, exiting");
+        eprintln!("{message}");
         std::process::exit(86);
     });
+    let _ = running.recv();
 }
 
 /// Parses `key=value` words of a report line.
@@ -617,4 +631,659 @@ pub fn open_fds() -> Vec<(String, String)> {
         .collect();
     fds.sort();
     fds
+}
+
+// ---------------------------------------------------------------------------
+// Settings from the environment
+
+/// The number in the environment variable `name` (underscores allowed, as
+/// in `1_000_000`), or `default` if it is not set.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// Sleeps for 0..`max_us` microseconds once in `one_in` calls on average,
+/// so that the peer of this side finds the ring empty or full and blocks.
+pub fn pause_now_and_then(rng: &mut Rng, one_in: u64, max_us: u64) -> bool {
+    if one_in == 0 || rng.next_u64() % one_in != 0 {
+        return false;
+    }
+    thread::sleep(Duration::from_micros(rng.range(0, max_us.max(1))));
+    true
+}
+
+/// Sleeps until the watchdog ends this process (or the parent kills it).
+pub fn park() -> ! {
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The header, read and written from outside the crate (docs/format.md,
+// section 2): what a peer really published, consumed or closed.
+
+/// Byte offset of the producer's `write_index` (u64).
+pub const WRITE_INDEX_AT: u64 = 128;
+/// Byte offset of the consumer's `read_index` (u64).
+pub const READ_INDEX_AT: u64 = 256;
+/// Byte offset of the producer's closed word (u32); the consumer's follows.
+pub const CLOSED_AT: u64 = 640;
+
+/// The header words that change while a ring is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words {
+    pub write_index: u64,
+    pub read_index: u64,
+    pub producer_closed: u32,
+    pub consumer_closed: u32,
+}
+
+fn pread_exact(memfd: BorrowedFd<'_>, buf: &mut [u8], at: u64) {
+    let len = buf.len();
+    let n = rustix::io::pread(memfd, &mut *buf, at).expect("pread of the memfd");
+    assert_eq!(n, len, "short pread of the memfd at {at}");
+}
+
+/// Reads the changing header words of a ring's memfd with `pread`, without
+/// mapping it.
+pub fn read_words(memfd: impl AsFd) -> Words {
+    let fd = memfd.as_fd();
+    let mut u64s = [[0u8; 8]; 2];
+    pread_exact(fd, &mut u64s[0], WRITE_INDEX_AT);
+    pread_exact(fd, &mut u64s[1], READ_INDEX_AT);
+    let mut closed = [0u8; 8];
+    pread_exact(fd, &mut closed, CLOSED_AT);
+    Words {
+        write_index: u64::from_ne_bytes(u64s[0]),
+        read_index: u64::from_ne_bytes(u64s[1]),
+        producer_closed: u32::from_ne_bytes(closed[..4].try_into().unwrap()),
+        consumer_closed: u32::from_ne_bytes(closed[4..].try_into().unwrap()),
+    }
+}
+
+/// Overwrites the u64 header word at `at` with `pwrite`, as a misbehaving
+/// peer would.
+pub fn write_word(memfd: impl AsFd, at: u64, value: u64) {
+    let bytes = value.to_ne_bytes();
+    let n = rustix::io::pwrite(memfd.as_fd(), &bytes, at).expect("pwrite of the memfd");
+    assert_eq!(n, bytes.len(), "short pwrite of the memfd at {at}");
+}
+
+// ---------------------------------------------------------------------------
+// What a process holds: fds and mappings (leak checks)
+
+/// The mappings of this process: the lines of `/proc/self/maps`.
+pub fn mappings() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a mapping is, without its address (which moves between looks for
+/// the heap and is of no interest): permissions and path, e.g.
+/// `rw-s /memfd:fdring (deleted)`, or `---p` for an anonymous reservation.
+fn mapping_kind(line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let perms = words.nth(1).unwrap_or("");
+    let path: Vec<&str> = words.skip(3).collect();
+    format!("{perms} {}", path.join(" ")).trim_end().to_owned()
+}
+
+/// This process's resident set size in bytes (`VmRSS`).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("a VmRSS line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+/// The fds and mappings a process holds at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Open fds: (number, target).
+    pub fds: Vec<(String, String)>,
+    /// Lines of `/proc/self/maps`.
+    pub maps: Vec<String>,
+}
+
+/// What this process holds now.
+pub fn held() -> Held {
+    Held {
+        fds: open_fds(),
+        maps: mappings(),
+    }
+}
+
+/// The items of `a` not in `b`, counting repeats.
+fn multiset_minus(a: &[String], b: &[String]) -> Vec<String> {
+    let mut left: HashMap<&str, usize> = HashMap::new();
+    for x in b {
+        *left.entry(x.as_str()).or_default() += 1;
+    }
+    let mut extra = Vec::new();
+    for x in a {
+        match left.get_mut(x.as_str()) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => extra.push(x.clone()),
+        }
+    }
+    extra
+}
+
+impl Held {
+    /// What differs from `before`: fds opened or closed, mappings added or
+    /// removed (by kind, then the full lines); `None` if nothing does.
+    pub fn difference_from(&self, before: &Held) -> Option<String> {
+        let mut out = Vec::new();
+        if self.fds != before.fds {
+            let show = |fds: &[(String, String)]| {
+                fds.iter()
+                    .map(|(n, t)| format!("{n}->{t}"))
+                    .collect::<Vec<_>>()
+            };
+            let (now, then) = (show(&self.fds), show(&before.fds));
+            out.push(format!(
+                "fds {} -> {}: opened {:?}, closed {:?}",
+                then.len(),
+                now.len(),
+                multiset_minus(&now, &then),
+                multiset_minus(&then, &now)
+            ));
+        }
+        let kinds = |maps: &[String]| maps.iter().map(|l| mapping_kind(l)).collect::<Vec<_>>();
+        let (now, then) = (kinds(&self.maps), kinds(&before.maps));
+        if now.len() != then.len() || !multiset_minus(&now, &then).is_empty() {
+            out.push(format!(
+                "mappings {} -> {}: added {:?}, removed {:?}\nnew lines: {:#?}",
+                then.len(),
+                now.len(),
+                multiset_minus(&now, &then),
+                multiset_minus(&then, &now),
+                multiset_minus(&self.maps, &before.maps)
+            ));
+        }
+        (!out.is_empty()).then(|| out.join("\n"))
+    }
+}
+
+/// Runs `scenario` `warmups` times (so that whatever the process sets up
+/// once, lazily, is there), then once more between two looks at the fds
+/// and mappings this process holds, which must be the same. Reports a
+/// `leaks` line for the parent and panics with the difference.
+///
+/// Meant for a child process of its own (see
+/// [`assert_child_leaks_nothing`]): in the test process, other tests open
+/// and close fds in parallel threads.
+pub fn check_leaks(what: &str, warmups: usize, mut scenario: impl FnMut()) {
+    for _ in 0..warmups {
+        scenario();
+    }
+    let before = held();
+    scenario();
+    let after = held();
+    report(&format!(
+        "leaks fds={}->{} maps={}->{}",
+        before.fds.len(),
+        after.fds.len(),
+        before.maps.len(),
+        after.maps.len()
+    ));
+    if let Some(difference) = after.difference_from(&before) {
+        panic!("{what} leaked (or released) resources:\n{difference}");
+    }
+}
+
+/// Runs the child role `role`, which calls [`check_leaks`], and fails if it
+/// reports a difference or fails otherwise. Returns its report line.
+#[track_caller]
+pub fn assert_child_leaks_nothing(role: &str) -> String {
+    let mut child = ChildProc::spawn(role, |_| {});
+    let line = child.expect_line("leaks", HANG);
+    child.finish();
+    eprintln!("{role}: {line}");
+    line
+}
+
+// ---------------------------------------------------------------------------
+// Children killed with SIGKILL at a random moment
+
+/// The child roles defined here; a test binary's `child_entry` runs them
+/// with [`run_shared_role`].
+pub const STREAM_SEND: &str = "stream_send";
+pub const STREAM_RECV: &str = "stream_recv";
+
+/// Runs `role` if it is one of the roles defined here; false otherwise.
+pub fn run_shared_role(role: &str) -> bool {
+    match role {
+        STREAM_SEND => role_stream_send(),
+        STREAM_RECV => role_stream_recv(),
+        _ => return false,
+    }
+    true
+}
+
+/// The signal number of SIGKILL.
+pub const SIGKILL: i32 = 9;
+
+/// How a ring's end reaches the child, and how the parent learns that the
+/// child died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Inherited (`handoff::inherit`); the parent watches a pidfd of the
+    /// child (`Liveness::child`), the child one of its parent.
+    Inherit,
+    /// Sent over a socket that is the child's stdin (`handoff::send_fds`);
+    /// each side watches the socket's hang-up.
+    Socket,
+}
+
+/// When and how a child is killed.
+#[derive(Debug, Clone, Copy)]
+pub struct KillPlan {
+    pub handoff: Handoff,
+    /// Whether `delay` counts from the spawn (so the child may die before it
+    /// even opened the ring) or from the first sign that the stream flows
+    /// (an item received, or a slot freed by the child).
+    pub from_spawn: bool,
+    /// How long after that the child is killed.
+    pub delay: Duration,
+    /// The child streams (or consumes) this many items, then stops with its
+    /// end open and waits to be killed; `None`: it goes on until killed.
+    pub stop_after: Option<u64>,
+    /// One in how many of the child's batches it first sleeps 0..200 µs,
+    /// so that the parent's end falls asleep now and then.
+    pub child_pause_one_in: u64,
+}
+
+impl KillPlan {
+    /// A random plan: delays of 0..20 ms; streams that stop early or not.
+    pub fn random(seed: u64) -> KillPlan {
+        let mut rng = Rng::new(seed ^ 0x6b69_6c6c);
+        KillPlan {
+            handoff: if rng.next_u64() % 4 == 0 {
+                Handoff::Socket
+            } else {
+                Handoff::Inherit
+            },
+            from_spawn: rng.next_u64() % 4 == 0,
+            delay: Duration::from_micros(rng.range(0, 20_000)),
+            stop_after: match rng.next_u64() % 4 {
+                0 => None,
+                1 => Some(rng.range(1, 1_000)),
+                2 => Some(rng.range(1, 50_000)),
+                _ => Some(rng.range(1, 500_000)),
+            },
+            child_pause_one_in: [0, 8, 64][rng.upto(3) - 1],
+        }
+    }
+}
+
+/// What one killed child left behind, as the parent saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct KillOutcome {
+    /// Items the parent had received (or sent) when it killed the child.
+    pub at_kill: u64,
+    /// Items the parent received (or sent) in all.
+    pub items: u64,
+    /// From the kill to `Disconnected`.
+    pub noticed: Duration,
+    /// Whether the parent's end slept at least once.
+    pub slept: bool,
+    /// A sending parent: whether the ring was full when it got
+    /// `Disconnected` (it filled what the dead child left).
+    pub filled: bool,
+}
+
+const PLAN_HANDOFF: &str = "FDRING_CRASH_HANDOFF";
+const PLAN_STOP: &str = "FDRING_CRASH_STOP";
+const PLAN_PAUSE: &str = "FDRING_CRASH_PAUSE";
+
+/// The fds the parent gave this child for its plan.
+fn plan_fds() -> Fds {
+    if env(PLAN_HANDOFF).as_deref() == Some("socket") {
+        let stdin = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .expect("dup stdin");
+        handoff::recv_fds(&UnixStream::from(stdin)).expect("recv_fds")
+    } else {
+        handoff::inherited(RING_ENV).expect("inherited")
+    }
+}
+
+fn plan_stop() -> u64 {
+    env_u64(PLAN_STOP, u64::MAX)
+}
+
+/// Streams `0..` into the ring in random batches with random pauses until
+/// the plan says stop, then waits with its end open to be killed.
+fn role_stream_send() {
+    let mut tx = Sender::<u64>::from_fds(plan_fds()).expect("open the sender");
+    let stop = plan_stop();
+    let pause = env_u64(PLAN_PAUSE, 0);
+    let mut rng = Rng::new(seed());
+    let mut next = 0u64;
+    while next < stop {
+        pause_now_and_then(&mut rng, pause, 200);
+        match tx.send_with(|slots| fill_seq(slots, next, stop - next, &mut rng)) {
+            Ok(n) => next += n as u64,
+            // The parent is gone: nobody is left to check anything.
+            Err(Error::Disconnected) => return,
+            Err(e) => panic!("sending item {next}: {e}"),
+        }
+    }
+    report(&format!("stopped count={next}"));
+    park();
+}
+
+/// Receives `0..` in random batches with random pauses, checking the
+/// sequence, until the plan says stop, then waits with its end open to be
+/// killed.
+fn role_stream_recv() {
+    let mut rx = Receiver::<u64>::from_fds(plan_fds()).expect("open the receiver");
+    let stop = plan_stop();
+    let pause = env_u64(PLAN_PAUSE, 0);
+    let mut rng = Rng::new(seed() ^ 0x5555);
+    let mut next = 0u64;
+    while next < stop {
+        pause_now_and_then(&mut rng, pause, 200);
+        let got = rx.recv_with(|items| {
+            let n = rng.take(items.len()).min((stop - next) as usize);
+            check_seq(&items[..n], next);
+            n
+        });
+        match got {
+            Ok(n) => next += n as u64,
+            Err(Error::Disconnected) => return,
+            Err(e) => panic!("receiving item {next}: {e}"),
+        }
+    }
+    report(&format!("stopped count={next}"));
+    park();
+}
+
+/// Spawns `role` with `fds` handed over as `plan` says; returns the child
+/// and the liveness that watches it.
+fn spawn_planned(role: &str, fds: Fds, plan: &KillPlan, seed: u64) -> (ChildProc, Liveness) {
+    let settings = |command: &mut Command| {
+        command
+            .env("FDRING_TEST_SEED", seed.to_string())
+            .env(PLAN_PAUSE, plan.child_pause_one_in.to_string());
+        if let Some(stop) = plan.stop_after {
+            command.env(PLAN_STOP, stop.to_string());
+        }
+    };
+    match plan.handoff {
+        Handoff::Inherit => {
+            let child = ChildProc::spawn(role, |command| {
+                handoff::inherit(command, RING_ENV, fds);
+                settings(command);
+            });
+            let liveness = Liveness::child(&child.child).expect("pidfd of the child");
+            (child, liveness)
+        }
+        Handoff::Socket => {
+            let (ours, theirs) = UnixStream::pair().expect("socketpair");
+            let child = ChildProc::spawn(role, |command| {
+                command
+                    .stdin(Stdio::from(OwnedFd::from(theirs)))
+                    .env(PLAN_HANDOFF, "socket");
+                settings(command);
+            });
+            handoff::send_fds(&ours, fds).expect("send_fds");
+            (child, Liveness::socket(ours))
+        }
+    }
+}
+
+/// The kill schedule of one iteration: starts the clock, kills when due.
+struct Killer {
+    delay: Duration,
+    started: Option<Instant>,
+    killed: Option<Instant>,
+    at_kill: u64,
+}
+
+impl Killer {
+    fn new(plan: &KillPlan) -> Killer {
+        Killer {
+            delay: plan.delay,
+            started: plan.from_spawn.then(Instant::now),
+            killed: None,
+            at_kill: 0,
+        }
+    }
+
+    /// How long the next blocking call may wait: until the kill is due,
+    /// then `NOTICE` for the death to be noticed; `HANG` while the stream
+    /// has not started.
+    fn timeout(&self) -> Duration {
+        match (self.killed, self.started) {
+            (Some(_), _) => NOTICE,
+            (None, Some(started)) => {
+                (started + self.delay).saturating_duration_since(Instant::now())
+            }
+            (None, None) => HANG,
+        }
+    }
+
+    /// Whether a `Timeout` just returned means only "not yet".
+    fn waiting_to_kill(&self) -> bool {
+        self.killed.is_none() && self.started.is_some()
+    }
+
+    /// Kills `child` if it is time; `count` is the parent's progress.
+    fn tick(&mut self, child: &mut ChildProc, count: u64) {
+        if self.killed.is_none() && self.started.is_some_and(|s| s.elapsed() >= self.delay) {
+            self.at_kill = count;
+            // Taken before the kill: the parent must not see the death
+            // before it was caused.
+            self.killed = Some(Instant::now());
+            child.kill();
+        }
+    }
+}
+
+/// Checks how a killed child ended: by SIGKILL, not by a failure of its own.
+#[track_caller]
+fn assert_killed(child: &mut ChildProc, context: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let status = child.wait_within(HANG);
+    child.join_readers();
+    assert_eq!(
+        status.signal(),
+        Some(SIGKILL),
+        "{context}: the child must have died by SIGKILL, but {status}; its stderr:\n{}",
+        child.stderr()
+    );
+}
+
+/// One crash of a producer: a child streams `0..` into a ring of 512
+/// `u64`s and is killed at a random moment (`KillPlan::random(seed)`). The
+/// parent, receiving with random batch sizes, must get exactly the items
+/// the child had published, `0..write_index`, in order, then
+/// `Disconnected` within `NOTICE` of the kill, and nothing after.
+pub fn killed_producer_once(seed: u64) -> KillOutcome {
+    killed_producer(seed, KillPlan::random(seed))
+}
+
+/// [`killed_producer_once`] with a given plan.
+pub fn killed_producer(seed: u64, plan: KillPlan) -> KillOutcome {
+    let context = format!("killed producer, seed {seed}, {plan:?}");
+    let (tx, mut rx) = channel::<u64>(1).expect("channel");
+    let fds = tx.into_fds().expect("into_fds");
+    let memfd = fds.memfd.try_clone().expect("dup the memfd");
+    let (mut child, liveness) = spawn_planned(STREAM_SEND, fds, &plan, seed);
+    rx.watch_peer(liveness);
+    let mut killer = Killer::new(&plan);
+    let mut rng = Rng::new(seed ^ 0x7265_6376);
+    let mut next = 0u64;
+    let end = loop {
+        let got = rx.recv_with_timeout(killer.timeout(), |items| {
+            let n = rng.take(items.len());
+            check_seq(&items[..n], next);
+            n
+        });
+        match got {
+            Ok(n) => {
+                next += n as u64;
+                killer.started.get_or_insert_with(Instant::now);
+            }
+            Err(Error::Timeout) if killer.waiting_to_kill() => {}
+            Err(e) => break e,
+        }
+        killer.tick(&mut child, next);
+    };
+    let ended = Instant::now();
+    let Some(killed) = killer.killed else {
+        panic!(
+            "{context}: the stream ended with {end:?} after {next} items, before the child \
+             was killed; its stderr:\n{}",
+            child.stderr()
+        );
+    };
+    assert_eq!(
+        end,
+        Error::Disconnected,
+        "{context}: after the kill, the receiver must return Disconnected within {NOTICE:?} \
+         (after {next} items)"
+    );
+    let noticed = ended.duration_since(killed);
+    assert!(
+        noticed < NOTICE,
+        "{context}: the death was noticed after {noticed:?}"
+    );
+    assert_eq!(
+        (
+            rx.try_recv(),
+            rx.recv_timeout(Duration::from_millis(1)),
+            rx.len()
+        ),
+        (Err(Error::Disconnected), Err(Error::Disconnected), Ok(0)),
+        "{context}: nothing after the last published item"
+    );
+    let words = read_words(&memfd);
+    assert_eq!(
+        words.write_index, next,
+        "{context}: the receiver got {next} items, the killed sender had published {}",
+        words.write_index
+    );
+    assert_eq!(
+        words.producer_closed, 0,
+        "{context}: a killed sender never closes; the liveness, not a close, disconnected"
+    );
+    assert_killed(&mut child, &context);
+    KillOutcome {
+        at_kill: killer.at_kill,
+        items: next,
+        noticed,
+        slept: rx.stats().sleeps > 0,
+        filled: false,
+    }
+}
+
+/// One crash of a consumer: the parent streams `0..` into a ring of 512
+/// `u64`s for a child that receives (checking the sequence), maybe stops
+/// consuming so that the parent blocks on a full ring, and is killed at a
+/// random moment. The parent's `send_with_timeout` must return
+/// `Disconnected` within `NOTICE` of the kill, never `Timeout`: it fills
+/// the ring the dead child left and then reports the death instead of
+/// blocking.
+pub fn killed_consumer_once(seed: u64) -> KillOutcome {
+    killed_consumer(seed, KillPlan::random(seed))
+}
+
+/// [`killed_consumer_once`] with a given plan.
+pub fn killed_consumer(seed: u64, plan: KillPlan) -> KillOutcome {
+    let context = format!("killed consumer, seed {seed}, {plan:?}");
+    let (mut tx, rx) = channel::<u64>(1).expect("channel");
+    let capacity = tx.capacity() as u64;
+    let fds = rx.into_fds().expect("into_fds");
+    let memfd = fds.memfd.try_clone().expect("dup the memfd");
+    let (mut child, liveness) = spawn_planned(STREAM_RECV, fds, &plan, seed);
+    tx.watch_peer(liveness);
+    let mut killer = Killer::new(&plan);
+    let mut rng = Rng::new(seed ^ 0x7365_6e64);
+    let mut next = 0u64;
+    let end = loop {
+        let got = tx.send_with_timeout(killer.timeout(), |slots| {
+            fill_seq(slots, next, u64::MAX, &mut rng)
+        });
+        match got {
+            Ok(n) => next += n as u64,
+            Err(Error::Timeout) if killer.waiting_to_kill() => {}
+            Err(e) => break e,
+        }
+        if killer.started.is_none() && tx.len().is_ok_and(|queued| (queued as u64) < next) {
+            // The child has taken an item: the stream flows.
+            killer.started = Some(Instant::now());
+        }
+        killer.tick(&mut child, next);
+    };
+    let ended = Instant::now();
+    let Some(killed) = killer.killed else {
+        panic!(
+            "{context}: the stream ended with {end:?} after {next} items, before the child \
+             was killed; its stderr:\n{}",
+            child.stderr()
+        );
+    };
+    assert_eq!(
+        end,
+        Error::Disconnected,
+        "{context}: after the kill, the sender must return Disconnected within {NOTICE:?}, \
+         not block (after {next} items)"
+    );
+    let noticed = ended.duration_since(killed);
+    assert!(
+        noticed < NOTICE,
+        "{context}: the death was noticed after {noticed:?}"
+    );
+    assert_eq!(
+        (tx.try_send(0), tx.send_timeout(0, Duration::from_millis(1))),
+        (Err(Error::Disconnected), Err(Error::Disconnected)),
+        "{context}: the sender stays disconnected"
+    );
+    let words = read_words(&memfd);
+    assert!(
+        words.write_index == next
+            && words.read_index <= next
+            && next - words.read_index <= capacity,
+        "{context}: the sender published {} of its {next} items; the dead receiver had \
+         consumed {}",
+        words.write_index,
+        words.read_index
+    );
+    // Not asserted: a sender learns of the death only in a sleep, which it
+    // begins on a full ring; the ring is still full when it returns, unless
+    // the kill fell between the child's release and its eventfd write.
+    let filled = next - words.read_index == capacity;
+    assert_eq!(
+        words.consumer_closed, 0,
+        "{context}: a killed receiver never closes; the liveness, not a close, disconnected"
+    );
+    assert_killed(&mut child, &context);
+    KillOutcome {
+        at_kill: killer.at_kill,
+        items: next,
+        noticed,
+        slept: tx.stats().sleeps > 0,
+        filled,
+    }
 }
