@@ -365,6 +365,9 @@ pub struct Fds {
 #[non_exhaustive]
 pub struct Stats {
     /// Eventfd writes this end made to wake its peer: one system call each.
+    /// At most one per time the peer armed: a peer that armed and then
+    /// found progress on its re-check may be signalled without sleeping, so
+    /// this can exceed the peer's `sleeps` by a little.
     pub eventfd_writes: u64,
     /// Times this end went to sleep on its eventfd.
     pub sleeps: u64,
