@@ -387,10 +387,7 @@ trait Half {
 
 impl Half for Producer {
     fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
-        if peer_gone {
-            return Err(Error::Disconnected);
-        }
-        self.free_slots(want)
+        self.free_slots(want, peer_gone)
     }
     fn commit(&mut self, count: usize) -> bool {
         self.publish(count)

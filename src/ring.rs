@@ -187,11 +187,11 @@ impl Producer {
     ///
     /// `Disconnected` if the consumer closed its end, `Full` if there is no
     /// free slot, `Corrupted` if the consumer's index is invalid.
-    pub(crate) fn free_slots(&mut self, want: usize) -> Result<Slots, Error> {
+    pub(crate) fn free_slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
         }
-        if self.peer_closed() {
+        if peer_gone || self.peer_closed() {
             return Err(Error::Disconnected);
         }
         let mut free = self.shared.capacity - (self.write - self.cached_read);
@@ -230,6 +230,10 @@ impl Producer {
     /// consumer freed space, closed, or corrupted the ring in the meantime:
     /// then the caller retries instead of sleeping.
     pub(crate) fn arm(&mut self) -> bool {
+        if self.corrupted.is_some() {
+            // Nothing to wait for: the retry reports the corruption.
+            return false;
+        }
         announce_sleep(&self.shared.header().producer_armed.0);
         let progress = self.peer_closed() || !matches!(self.refresh(), Ok(0));
         if progress {
@@ -395,6 +399,10 @@ impl Consumer {
     /// Announces that the consumer will sleep until data arrives. See
     /// [`Producer::arm`].
     pub(crate) fn arm(&mut self) -> bool {
+        if self.corrupted.is_some() {
+            // Nothing to wait for: the retry reports the corruption.
+            return false;
+        }
         announce_sleep(&self.shared.header().consumer_armed.0);
         let progress = self.peer_closed() || !matches!(self.refresh(), Ok(0));
         if progress {
@@ -470,23 +478,23 @@ mod tests {
     fn unmirrored_runs_stop_at_the_wrap_and_mirrored_runs_do_not() {
         let header = boxed_header(5);
         let (mut tx, mut rx) = ends(&header, 5, false);
-        assert_eq!(tx.free_slots(1), Ok(Slots { start: 0, len: 5 }));
+        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 0, len: 5 }));
         tx.publish(4);
         assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 0, len: 4 }));
         rx.release(3);
         // The cache still says one free slot; it is lent without a reload.
-        assert_eq!(tx.free_slots(1), Ok(Slots { start: 4, len: 1 }));
+        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 4, len: 1 }));
         tx.publish(1);
-        assert_eq!(tx.free_slots(1), Ok(Slots { start: 0, len: 3 }));
+        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 0, len: 3 }));
 
         let mirrored = boxed_header(5);
         let (mut tx, mut rx) = ends(&mirrored, 5, true);
         tx.publish(4);
         rx.ready_slots(1, false).unwrap();
         rx.release(4);
-        assert_eq!(tx.free_slots(1), Ok(Slots { start: 4, len: 1 }));
+        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 4, len: 1 }));
         tx.publish(1);
-        assert_eq!(tx.free_slots(1), Ok(Slots { start: 0, len: 4 }));
+        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 0, len: 4 }));
         tx.publish(3);
         assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 4, len: 4 }));
     }
@@ -517,7 +525,7 @@ mod tests {
             let mut next = 0;
             let mut batch = 1;
             while next < count {
-                match tx.free_slots(batch) {
+                match tx.free_slots(batch, false) {
                     Ok(run) => {
                         let n = run.len.min(batch).min((count - next) as usize);
                         for i in 0..n {
@@ -588,9 +596,9 @@ mod tests {
         assert_eq!(rx.ready_slots(1, false).map(|s| s.len), Ok(6));
         rx.release(6);
         // The cache still shows 2 free: enough for one item, not for all.
-        assert_eq!(tx.free_slots(1), Ok(Slots { start: 6, len: 2 }));
-        assert_eq!(tx.free_slots(2), Ok(Slots { start: 6, len: 2 }));
-        assert_eq!(tx.free_slots(3), Ok(Slots { start: 6, len: 8 }));
+        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 6, len: 2 }));
+        assert_eq!(tx.free_slots(2, false), Ok(Slots { start: 6, len: 2 }));
+        assert_eq!(tx.free_slots(3, false), Ok(Slots { start: 6, len: 8 }));
         tx.publish(1);
         assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 6, len: 1 }));
         tx.publish(1);
@@ -612,9 +620,9 @@ mod tests {
             read: 9,
             capacity: 4,
         };
-        assert_eq!(tx.free_slots(1), Err(Error::Corrupted(expected)));
+        assert_eq!(tx.free_slots(1, false), Err(Error::Corrupted(expected)));
         header.read_index.0.store(0, Ordering::Relaxed);
-        assert_eq!(tx.free_slots(1), Err(Error::Corrupted(expected)));
+        assert_eq!(tx.free_slots(1, false), Err(Error::Corrupted(expected)));
     }
 
     #[test]

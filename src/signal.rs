@@ -52,8 +52,25 @@ impl EventFd {
         Ok(EventFd(fd))
     }
 
+    /// Whether a poll says `events` are ready now (without waiting).
+    fn ready_now(&self, events: PollFlags) -> bool {
+        let mut fds = [PollFd::new(&self.0, events)];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+
     /// Adds 1 to the count, waking a poller.
+    ///
+    /// The peer shares the open file description and can clear its
+    /// `O_NONBLOCK`, so the write goes ahead only if a poll says it cannot
+    /// block; otherwise the count is at its maximum, readable anyway.
     pub(crate) fn notify(&self) -> Result<(), Error> {
+        if !self.ready_now(PollFlags::OUT) {
+            return Ok(());
+        }
         match rustix::io::write(&self.0, &1u64.to_ne_bytes()) {
             // EAGAIN: the count is at its maximum, so it is readable anyway.
             Ok(_) | Err(Errno::AGAIN) => Ok(()),
@@ -61,8 +78,12 @@ impl EventFd {
         }
     }
 
-    /// Resets the count to 0.
+    /// Resets the count to 0. Reads only if a poll says the count is
+    /// non-zero, for the same reason as in [`notify`](Self::notify).
     pub(crate) fn drain(&self) -> Result<(), Error> {
+        if !self.ready_now(PollFlags::IN) {
+            return Ok(());
+        }
         let mut buf = [0u8; 8];
         match rustix::io::read(&self.0, &mut buf) {
             Ok(_) | Err(Errno::AGAIN) => Ok(()),

@@ -12,132 +12,17 @@
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use fdring::{channel, Corruption, Error, Fds, Receiver, Rejection, Sender};
 use proptest::prelude::*;
-use rustix::mm::{MapFlags, ProtFlags};
 
-// Offsets in the header.
-const MAGIC: usize = 0;
-const VERSION: usize = 8;
-const ITEM_SIZE: usize = 12;
-const ITEM_ALIGN: usize = 16;
-const FLAGS: usize = 20;
-const CAPACITY: usize = 24;
-const DATA_OFFSET: usize = 32;
-const TYPE_TAG: usize = 40;
-const WRITE_INDEX: usize = 128;
-const READ_INDEX: usize = 256;
-const PRODUCER_ARMED: usize = 384;
-const CONSUMER_ARMED: usize = 512;
-const CLOSED_PRODUCER: usize = 640;
-const CLOSED_CONSUMER: usize = 644;
+#[path = "support/raw.rs"]
+mod raw;
 
-/// The largest index the crate accepts from a peer (documented in
-/// `Corruption::IndexOutOfRange`).
-const INDEX_LIMIT: u64 = 1 << 62;
-
-/// The hostile peer's own mapping of a ring of `u64`s.
-struct Raw {
-    base: *mut u8,
-    len: usize,
-    data_offset: usize,
-    capacity: u64,
-    _memfd: OwnedFd,
-}
-
-// SAFETY: `Raw` owns its mapping; it only hands out references to atomics
-// and writes through raw pointers, so moving it or sharing it between
-// threads is as sound as sharing the atomics it points to.
-unsafe impl Send for Raw {}
-// SAFETY: as above; every shared access to the header is atomic.
-unsafe impl Sync for Raw {}
-
-impl Raw {
-    fn map(memfd: &OwnedFd) -> Raw {
-        let memfd = memfd.try_clone().unwrap();
-        let len = rustix::fs::fstat(&memfd).unwrap().st_size as usize;
-        // SAFETY: a new shared mapping of a sealed memfd of exactly `len`
-        // bytes, at an address the kernel picks; it aliases no Rust object,
-        // and it cannot fault because the memfd can never shrink.
-        let base = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &memfd,
-                0,
-            )
-        }
-        .unwrap()
-        .cast::<u8>();
-        let mut raw = Raw {
-            base,
-            len,
-            data_offset: 0,
-            capacity: 0,
-            _memfd: memfd,
-        };
-        raw.data_offset = raw.u64_at(DATA_OFFSET).load(Ordering::Relaxed) as usize;
-        raw.capacity = raw.u64_at(CAPACITY).load(Ordering::Relaxed);
-        assert_eq!(raw.u32_at(ITEM_SIZE).load(Ordering::Relaxed), 8);
-        assert_eq!(raw.data_offset + 8 * raw.capacity as usize, len);
-        raw
-    }
-
-    fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.data_offset.max(768));
-        // SAFETY: the offset is 8-aligned inside the header page of a live,
-        // page-aligned mapping that `self` owns; any bytes are a valid
-        // `AtomicU64`, and the honest end accesses these words atomically
-        // too.
-        unsafe { &*self.base.add(offset).cast::<AtomicU64>() }
-    }
-
-    fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.data_offset.max(768));
-        // SAFETY: as in `u64_at`, for a 4-aligned word.
-        unsafe { &*self.base.add(offset).cast::<AtomicU32>() }
-    }
-
-    fn write_index(&self) -> &AtomicU64 {
-        self.u64_at(WRITE_INDEX)
-    }
-
-    fn read_index(&self) -> &AtomicU64 {
-        self.u64_at(READ_INDEX)
-    }
-
-    /// Writes `value` into slot `index % capacity`, as a producer would.
-    ///
-    /// Only called while the honest end is not inside a closure, so nothing
-    /// in this process reads the slot at the same time.
-    fn put(&self, index: u64, value: u64) {
-        let slot = (index % self.capacity) as usize;
-        // SAFETY: the slot is inside the data region of the mapping
-        // (`slot < capacity`, data region `capacity * 8` bytes at an
-        // 8-aligned offset); no reference to it is alive (see above).
-        unsafe {
-            self.base
-                .add(self.data_offset + 8 * slot)
-                .cast::<u64>()
-                .write_volatile(value)
-        }
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        // SAFETY: the range was mapped in `Raw::map` and is owned by `self`;
-        // the references `u64_at`/`u32_at` hand out borrow `self`.
-        unsafe { rustix::mm::munmap(self.base.cast(), self.len) }.unwrap();
-    }
-}
+use raw::*;
 
 /// An honest receiver whose producer is the hostile `Raw`: the honest
 /// sender gave its fds away (without closing) and is gone.
@@ -668,7 +553,7 @@ fn a_peer_punching_holes_in_the_memfd_causes_corruption_not_a_fault() {
     tx.try_send_slice(&[0; 10]).unwrap();
     let len = raw.len as u64;
     rustix::fs::fallocate(
-        &raw._memfd,
+        &raw.memfd,
         rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
         0,
         len,

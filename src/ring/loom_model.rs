@@ -108,7 +108,7 @@ fn produce(ring: &Ring, count: u64, batch: usize) -> u64 {
     let mut producer = ring.producer();
     let mut next = 0;
     while next < count {
-        match producer.free_slots(batch) {
+        match producer.free_slots(batch, false) {
             Ok(run) => {
                 let n = run.len.min(batch).min((count - next) as usize);
                 for i in 0..n {
