@@ -5,6 +5,7 @@
 //! `poll`; it does not know rings or when a wake-up is due (that is the
 //! "armed" protocol in `ring`, driven by `channel`).
 
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::Child;
 use std::time::Instant;
@@ -67,6 +68,9 @@ impl EventFd {
     /// The peer shares the open file description and can clear its
     /// `O_NONBLOCK`, so the write goes ahead only if a poll says it cannot
     /// block; otherwise the count is at its maximum, readable anyway.
+    /// (eventfd writes do not support `RWF_NOWAIT`. A peer that fills the
+    /// count between the poll and the write can still block it: see
+    /// docs/safety.md.)
     pub(crate) fn notify(&self) -> Result<(), Error> {
         if !self.ready_now(PollFlags::OUT) {
             return Ok(());
@@ -78,14 +82,26 @@ impl EventFd {
         }
     }
 
-    /// Resets the count to 0. Reads only if a poll says the count is
-    /// non-zero, for the same reason as in [`notify`](Self::notify).
+    /// Resets the count to 0, never blocking: `RWF_NOWAIT` makes this one
+    /// read non-blocking whatever the peer did to the shared file status
+    /// flags (Linux 5.12 and later; before, a poll first, as in
+    /// [`notify`](Self::notify)).
     pub(crate) fn drain(&self) -> Result<(), Error> {
-        if !self.ready_now(PollFlags::IN) {
-            return Ok(());
-        }
         let mut buf = [0u8; 8];
-        match rustix::io::read(&self.0, &mut buf) {
+        let nowait = rustix::io::preadv2(
+            &self.0,
+            &mut [IoSliceMut::new(&mut buf)],
+            u64::MAX,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        let result = match nowait {
+            Err(Errno::OPNOTSUPP) if self.ready_now(PollFlags::IN) => {
+                rustix::io::read(&self.0, &mut buf)
+            }
+            Err(Errno::OPNOTSUPP) => return Ok(()),
+            other => other,
+        };
+        match result {
             Ok(_) | Err(Errno::AGAIN) => Ok(()),
             Err(e) => Err(Error::io("reading an eventfd", e)),
         }
