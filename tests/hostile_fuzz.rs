@@ -1,8 +1,8 @@
 //! The hostile-peer fuzz harness (`tests/support/hostile.rs`) on stable:
 //! random and structured scripts through proptest, every file of the
 //! cargo-fuzz seed corpus (`fuzz/corpus/hostile_peer/`), a check that runs
-//! leak no fd and no mapping, and, ignored, the behaviours the fuzzer found
-//! that break fdring's promise (each passes once the crate is fixed).
+//! leak no fd and no mapping, and the behaviours the fuzzer found that
+//! broke fdring's promise (fixed in 1aeb351 and a5c78cd).
 //!
 //! `cargo test --test hostile_fuzz -- --ignored write_seed_corpus` writes
 //! the seed corpus again from [`seeds`]; with `HOSTILE_REPLAY=path` the
@@ -55,7 +55,7 @@ fn structured() -> impl Strategy<Value = Vec<u8>> {
 
 proptest! {
     // No regression file: this crate keeps its test inputs in the source
-    // (a failing script goes into `seeds` or an ignored test below).
+    // (a failing script goes into `seeds` or a regression test below).
     #![proptest_config(ProptestConfig {
         cases: 4000,
         failure_persistence: None,
@@ -563,7 +563,7 @@ const SCRIPT_GONE_HIDES_CORRUPTION: &str =
     "RING SENDER_U64 0 0 EV_REAL EV_REAL LIVE_SOCKET 0 | FORGE 0 0 5 WITH 0 LIVENESS 1 PREPARE_WAIT TRY";
 
 #[test]
-fn the_known_bug_scripts_pass_with_the_default_options() {
+fn the_finding_scripts_pass_with_every_check_off() {
     let _serial = serial();
     for script in [
         SCRIPT_TRY_SEND_BLOCKS,

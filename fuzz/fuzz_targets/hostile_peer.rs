@@ -4,9 +4,9 @@
 //! shared with the stable test `tests/hostile_fuzz.rs`; it panics when
 //! fdring breaks its promise (docs/design.md, "Trust").
 //!
-//! `FDRING_HOSTILE_KNOWN=all` also checks what fdring is known not to do
-//! yet (see `hostile::Options`); `FDRING_HOSTILE_TRACE=1` prints what a
-//! script does.
+//! `FDRING_HOSTILE_KNOWN=none` turns off the checks of what older fdring
+//! versions got wrong (see `hostile::Options`); `FDRING_HOSTILE_TRACE=1`
+//! prints what a script does.
 #![no_main]
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

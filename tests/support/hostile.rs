@@ -83,28 +83,31 @@ const WAIT_BUDGET: Duration = Duration::from_millis(1);
 const SLACK: Duration = Duration::from_secs(2);
 
 /// Switches for peer behaviours that once made fdring break its promise
-/// (each has a regression test in `tests/hostile_fuzz.rs`). All on by
-/// default; `FDRING_HOSTILE_KNOWN` names the ones to keep on (or `none`).
+/// (each has a regression test in `tests/hostile_fuzz.rs`): on, the peer
+/// may do it and the harness checks the fixed behaviour; off
+/// ([`Options::default`]), the harness tolerates the old one, to fuzz an
+/// older fdring. [`run`] turns them all on unless `FDRING_HOSTILE_KNOWN`
+/// names the ones to keep (or `none`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     /// Lets the peer clear `O_NONBLOCK` on the eventfds it shares with the
     /// honest end (it holds dups of the same open file description). fdring
-    /// then blocks in `read`/`write` on them: a hang.
+    /// before 1aeb351 then blocked in `read`/`write` on them: a hang.
     pub clear_nonblock: bool,
     /// Requires `prepare_wait` on an end that already reported (or found at
     /// open) a corruption to leave it alone and answer `Ok(false)`. fdring
-    /// re-reads the peer's index there: it may answer `Ok(true)` ("wait"),
-    /// and it replaces the recorded corruption with a new one.
+    /// before 1aeb351 re-read the peer's index there: it could answer
+    /// `Ok(true)` ("wait"), and it replaced the recorded corruption.
     pub prepare_wait_sticky: bool,
     /// Requires a sender that reported a corruption to keep reporting it
     /// once it learns that its peer's process is gone, as a receiver does.
-    /// fdring's sender answers `Disconnected` then, without looking.
+    /// fdring's sender before 1aeb351 answered `Disconnected` then.
     pub corrupted_before_gone: bool,
 }
 
 impl Options {
     /// The options named in `FDRING_HOSTILE_KNOWN` (comma-separated
-    /// field names, or `all`), read once.
+    /// field names, `all` or `none`; `all` if unset), read once.
     pub fn from_env() -> Options {
         static OPTIONS: OnceLock<Options> = OnceLock::new();
         *OPTIONS.get_or_init(|| {
