@@ -17,7 +17,7 @@
 //! does fdring next to them ("fdring/threads").
 //!
 //! In `pingpong_block` the "fdring" row spins 0 µs, so that every receive
-//! sleeps on the eventfd like its floor does; "fdring spin 20µs" is the
+//! sleeps on its wake-up socket as its floor sleeps on an eventfd; "fdring spin 20µs" is the
 //! default. In `frames_video`, "fdring/mlock" locks (and so pre-faults) both
 //! mappings, which shows what first-touch page faults cost the default.
 
@@ -222,13 +222,6 @@ enum Peer {
 }
 
 impl Peer {
-    fn liveness(&self) -> Res<fdring::Liveness> {
-        match self {
-            Peer::Process(child, _) => Ok(fdring::Liveness::child(child)?),
-            _ => Err("not a process".into()),
-        }
-    }
-
     /// The peer's result, with `secs` from `start` to when it came (so not
     /// counting the child's exit).
     fn join(self, start: Instant) -> Res<Run> {
@@ -371,7 +364,7 @@ fn check(words: &[u64], first: u64) -> u64 {
 /// `1..=max` of them, waiting the way the transport does, and says how many.
 trait Tx {
     fn put(&mut self, first: u64, max: usize) -> Res<usize>;
-    /// fdring's eventfd writes and sleeps.
+    /// fdring's wake-ups sent and sleeps.
     fn counters(&self) -> [u64; 2] {
         [0, 0]
     }
@@ -440,7 +433,7 @@ fn pingpong_side(mut end: impl Duplex, c: &Cfg, pinger: bool, gate: Gate) -> Res
 // ------------------------------------------------------------- fdring
 
 fn stats(s: fdring::Stats) -> [u64; 2] {
-    [s.eventfd_writes, s.sleeps]
+    [s.wakeups, s.sleeps]
 }
 
 /// The closure API, blocking: `send_with` / `recv_with`.
@@ -581,13 +574,13 @@ fn fdring_stream<T: Pod, S: Tx>(
     role: &str,
     wrap: fn(Sender<T>) -> S,
 ) -> Res<Run> {
-    let (mut tx, rx) = Builder::new()
+    let (tx, rx) = Builder::new()
         .capacity(cap)
         .spin(c.spin)
         .mlock(c.mlock)
         .build::<T>()?;
+    // No extra liveness: the wake-up socket hangs up if the child dies.
     let peer = child(role, c, vec![rx.into_fds()?], vec![])?;
-    tx.watch_peer(peer.liveness()?);
     pair(peer, |gate| tx_side(wrap(tx), c, gate))
 }
 
@@ -597,13 +590,11 @@ fn fdring_pingpong(c: &Cfg) -> Res<Run> {
     let (their_tx, rx) = builder.build::<u64>()?;
     let rings = vec![their_rx.into_fds()?, their_tx.into_fds()?];
     let peer = child("fdring-pong", c, rings, vec![])?;
-    let mut end = FdPair {
+    let end = FdPair {
         tx,
         rx,
         busy: c.busy,
     };
-    end.tx.watch_peer(peer.liveness()?);
-    end.rx.watch_peer(peer.liveness()?);
     pair(peer, |gate| pingpong_side(end, c, true, gate))
 }
 
@@ -775,6 +766,47 @@ impl Duplex for Line {
             spin_loop();
         }
     }
+}
+
+/// A ping-pong over two bare SPSC rings (`Floor`), one each way: what any
+/// ring with its index and its items on separate lines pays, unlike the
+/// single line of `Line`.
+struct FloorPair {
+    tx: Floor,
+    rx: Floor,
+}
+
+impl Duplex for FloorPair {
+    fn send(&mut self, v: u64) -> Res<()> {
+        let capacity = (self.tx.shm.data / 8) as u64;
+        self.tx.wait(1, |write, read| capacity - (write - read));
+        // SAFETY: a free slot, which the consumer does not read until it
+        // is published below.
+        unsafe { self.tx.shm.slot(self.tx.mine).write(v) };
+        self.tx.mine += 1;
+        self.tx.shm.line(0).store(self.tx.mine, Ordering::Release);
+        Ok(())
+    }
+    fn recv(&mut self) -> Res<u64> {
+        self.rx.wait(0, |read, write| write - read);
+        // SAFETY: a published slot, which the producer does not touch
+        // until it is released below.
+        let v = unsafe { self.rx.shm.slot(self.rx.mine).read() };
+        self.rx.mine += 1;
+        self.rx.shm.line(1).store(self.rx.mine, Ordering::Release);
+        Ok(v)
+    }
+}
+
+fn floor_ring_pingpong(c: &Cfg) -> Res<Run> {
+    let (ours, ours_fd) = Shm::create(512 * 8)?;
+    let (theirs, theirs_fd) = Shm::create(512 * 8)?;
+    let peer = child("floor-pong", c, vec![], vec![ours_fd, theirs_fd])?;
+    let end = FloorPair {
+        tx: Floor::new(ours),
+        rx: Floor::new(theirs),
+    };
+    pair(peer, |gate| pingpong_side(end, c, true, gate))
 }
 
 fn floor_stream(c: &Cfg) -> Res<Run> {
@@ -1154,6 +1186,11 @@ fn play(role: &str, c: &Cfg) -> Res<Run> {
             )
         }
         "floor" => rx_side(Floor::new(Shm::map(&fds.remove(0))?), c, gate),
+        "floor-pong" => {
+            let rx = Floor::new(Shm::map(&fds.remove(0))?);
+            let tx = Floor::new(Shm::map(&fds.remove(0))?);
+            pingpong_side(FloorPair { tx, rx }, c, false, gate)
+        }
         "line-pong" => {
             let shm = Shm::map(&fds.remove(0))?;
             pingpong_side(
@@ -1294,6 +1331,7 @@ fn cases(quick: bool) -> Vec<Case> {
             contenders: vec![
                 ("fdring", fdring_pingpong),
                 ("floor cache line", floor_pingpong),
+                ("floor SPSC rings", floor_ring_pingpong),
             ],
             goals: &[("floor cache line", "≤", 1.25)],
         },
@@ -1480,7 +1518,7 @@ fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
         };
         for (unit, value) in [
             ("allocs/msg", per(|r| r.allocs)),
-            ("eventfd writes/msg", per(|r| r.writes)),
+            ("wake-ups/msg", per(|r| r.writes)),
         ] {
             rows.push(Row {
                 case: case.name,

@@ -5,16 +5,17 @@
 //! - creating rings with `fdring::channel` and handing the receiving ends
 //!   to a child with `handoff::inherit` (parent) and `handoff::inherited`
 //!   (child);
-//! - watching the child through a pidfd (`Liveness::child`), so that the
-//!   parent gets `Disconnected` instead of hanging if the child dies;
+//! - learning of the child's death for free: each end's wake-up socket
+//!   hangs up when the child's end is gone, so the parent gets
+//!   `Disconnected` instead of hanging if the child dies;
 //! - the zero-copy closure API: 2^28 `u64` sequence numbers (2 GiB)
 //!   written in place with `send_with` and checked in place with
 //!   `recv_with`, in chunks so that both processes work at once;
 //! - `io::Write` / `io::Read` on a ring of bytes: 16384 records of
 //!   0 to 64 KiB (a little-endian `u32` length, then a pattern) that keep
 //!   crossing the ring's wrap;
-//! - the counters each end keeps (`stats`): eventfd writes happen only
-//!   when the other side actually slept.
+//! - the counters each end keeps (`stats`): wake-ups are sent only when
+//!   the other side actually slept.
 //!
 //! The child checks every number and every byte and reports on its stdout;
 //! the parent prints a summary and exits non-zero unless all was verified.
@@ -32,7 +33,7 @@ use std::mem::MaybeUninit;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
-use fdring::{handoff, Liveness, Receiver, Sender};
+use fdring::{handoff, Receiver, Sender};
 
 /// Sequence numbers streamed through the `u64` ring.
 const ITEMS: u64 = 1 << 28;
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
             eprintln!("demo: {e}");
             if json {
                 println!(
-                    "{{\"items\": 0, \"bytes\": 0, \"seconds\": 0, \"eventfd_writes\": 0, \
+                    "{{\"items\": 0, \"bytes\": 0, \"seconds\": 0, \"wakeups\": 0, \
                      \"verified\": false, \"error\": {}}}",
                     json_string(&e.to_string())
                 );
@@ -117,10 +118,9 @@ fn parent() -> AnyResult<Summary> {
     handoff::inherit(&mut command, BYTES_VAR, bytes_rx.into_fds()?);
     let mut child = command.spawn()?;
     // The Command holds the parent's copies of the fds it passed on; drop
-    // it so that the child's ends live in the child only.
+    // it so that the child's ends live in the child only, and the parent's
+    // wake-up sockets hang up if the child dies.
     drop(command);
-    items_tx.watch_peer(Liveness::child(&child)?);
-    bytes_tx.watch_peer(Liveness::child(&child)?);
 
     let mut from_child = BufReader::new(child.stdout.take().ok_or("child stdout not piped")?);
     let mut line = String::new();
@@ -149,7 +149,7 @@ fn parent() -> AnyResult<Summary> {
         items_seconds: (items_sent - start).as_secs_f64(),
         record_bytes,
         seconds,
-        eventfd_writes: items_stats.eventfd_writes + bytes_stats.eventfd_writes,
+        wakeups: items_stats.wakeups + bytes_stats.wakeups,
         sleeps: items_stats.sleeps + bytes_stats.sleeps,
         child: ChildReport::parse(&line),
         child_succeeded: status.success(),
@@ -192,7 +192,7 @@ struct Summary {
     items_seconds: f64,
     record_bytes: u64,
     seconds: f64,
-    eventfd_writes: u64,
+    wakeups: u64,
     sleeps: u64,
     child: Option<ChildReport>,
     child_succeeded: bool,
@@ -215,10 +215,10 @@ impl Summary {
     fn print(&self, json: bool) {
         let gb_per_s = |bytes: u64, seconds: f64| bytes as f64 / seconds / 1e9;
         let records_seconds = self.seconds - self.items_seconds;
-        let (child_writes, child_sleeps) = self
+        let (child_wakeups, child_sleeps) = self
             .child
             .as_ref()
-            .map_or((0, 0), |c| (c.eventfd_writes, c.sleeps));
+            .map_or((0, 0), |c| (c.wakeups, c.sleeps));
         println!(
             "fdring demo: parent {} -> child {} (this program, run with --child)",
             std::process::id(),
@@ -245,8 +245,8 @@ impl Summary {
             gb_per_s(self.bytes(), self.seconds)
         );
         println!(
-            "  eventfd writes: parent {}, child {} (times asleep: parent {}, child {})",
-            self.eventfd_writes, child_writes, self.sleeps, child_sleeps
+            "  wake-ups sent: parent {}, child {} (times asleep: parent {}, child {})",
+            self.wakeups, child_wakeups, self.sleeps, child_sleeps
         );
         match &self.child {
             Some(c) => println!(
@@ -271,15 +271,15 @@ impl Summary {
         if json {
             println!(
                 "{{\"items\": {ITEMS}, \"records\": {RECORDS}, \"bytes\": {}, \
-                 \"seconds\": {:.6}, \"gb_per_s\": {:.3}, \"eventfd_writes\": {}, \
-                 \"eventfd_writes_parent\": {}, \"eventfd_writes_child\": {}, \
+                 \"seconds\": {:.6}, \"gb_per_s\": {:.3}, \"wakeups\": {}, \
+                 \"wakeups_parent\": {}, \"wakeups_child\": {}, \
                  \"sleeps_parent\": {}, \"sleeps_child\": {}, \"verified\": {}}}",
                 self.bytes(),
                 self.seconds,
                 gb_per_s(self.bytes(), self.seconds),
-                self.eventfd_writes + child_writes,
-                self.eventfd_writes,
-                child_writes,
+                self.wakeups + child_wakeups,
+                self.wakeups,
+                child_wakeups,
                 self.sleeps,
                 child_sleeps,
                 self.verified()
@@ -312,7 +312,7 @@ fn child() -> AnyResult<bool> {
         records: records.count,
         record_bytes: records.bytes,
         records_intact: records.intact,
-        eventfd_writes: items_rx.stats().eventfd_writes + bytes_rx.stats().eventfd_writes,
+        wakeups: items_rx.stats().wakeups + bytes_rx.stats().wakeups,
         sleeps: items_rx.stats().sleeps + bytes_rx.stats().sleeps,
     };
     writeln!(stdout, "{}", report.line())?;
@@ -401,7 +401,7 @@ struct ChildReport {
     records: u64,
     record_bytes: u64,
     records_intact: bool,
-    eventfd_writes: u64,
+    wakeups: u64,
     sleeps: u64,
 }
 
@@ -414,13 +414,13 @@ impl ChildReport {
     fn line(&self) -> String {
         format!(
             "report items={} items_in_order={} records={} record_bytes={} \
-             records_intact={} eventfd_writes={} sleeps={}",
+             records_intact={} wakeups={} sleeps={}",
             self.items,
             self.items_in_order,
             self.records,
             self.record_bytes,
             self.records_intact,
-            self.eventfd_writes,
+            self.wakeups,
             self.sleeps
         )
     }
@@ -440,7 +440,7 @@ impl ChildReport {
             records: number("records")?,
             record_bytes: number("record_bytes")?,
             records_intact: flag("records_intact")?,
-            eventfd_writes: number("eventfd_writes")?,
+            wakeups: number("wakeups")?,
             sleeps: number("sleeps")?,
         })
     }

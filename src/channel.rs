@@ -1,9 +1,9 @@
-//! `Sender<T>` and `Receiver<T>`: a ring, a mapping and two eventfds.
+//! `Sender<T>` and `Receiver<T>`: a ring, a mapping and a wake-up socket.
 //!
 //! This module owns the typed ends: the closure API, the item and slice
 //! helpers, blocking with a spin-then-sleep strategy, timeouts, disconnect,
 //! and the bundle of fds an end is made of. It builds on `ring` (the
-//! algorithm), `memfd` (the mapping) and `signal` (eventfds and liveness);
+//! algorithm), `memfd` (the mapping) and `signal` (wake-ups and liveness);
 //! it does not know how the fds reach the other process (`handoff`).
 
 use std::fmt;
@@ -19,11 +19,11 @@ use bytemuck::Pod;
 use crate::error::{Error, Rejection};
 use crate::layout::{self, Config, Expected, Header};
 use crate::memfd::{self, CreateOptions, Mapping};
-use crate::ring::{Consumer, Producer, Slots};
-use crate::signal::{self, EventFd, Liveness, Woken};
+use crate::ring::{Consumer, Fences, Producer, Slots};
+use crate::signal::{self, Drained, Liveness, WakeSocket, Woken};
 
 /// How long a blocking call spins, re-checking the ring, before it sleeps
-/// on its eventfd; see [`Builder::spin`]. About the cost of one wake-up
+/// on its wake-up socket; see [`Builder::spin`]. About the cost of one wake-up
 /// through the kernel on a virtual machine (the measurement is in
 /// `docs/design.md`).
 ///
@@ -130,7 +130,8 @@ impl Builder {
         self
     }
 
-    /// How long a blocking call spins before it sleeps on its eventfd.
+    /// How long a blocking call spins before it sleeps on its wake-up
+    /// socket.
     ///
     /// The spin re-checks the ring with `spin_loop` hints for about a
     /// microsecond, then yields the CPU between checks. Spinning costs CPU
@@ -186,26 +187,17 @@ impl Builder {
         )?;
         header_of(&mapping).init(&config);
         memfd::seal(memfd.as_fd())?;
+        // Allocate the pages now rather than on the first lap of the
+        // stream (`docs/design.md`, "Pre-faulting").
+        mapping.populate();
 
-        let data_ready = EventFd::new()?;
-        let space_ready = EventFd::new()?;
+        let (sender_wake, receiver_wake) = WakeSocket::pair()?;
         let receiver_fds = Fds {
             memfd: dup(&memfd)?,
-            data_ready: data_ready.try_clone()?.into_fd(),
-            space_ready: space_ready.try_clone()?.into_fd(),
-            peer: None,
+            wake: receiver_wake.into_fd(),
         };
         let sender = Sender {
-            end: End::new(
-                mapping,
-                &config,
-                memfd,
-                data_ready,
-                space_ready,
-                None,
-                self,
-                Producer::new,
-            )?,
+            end: End::new(mapping, &config, memfd, sender_wake, self, Producer::new)?,
             _item: PhantomData,
         };
         let receiver = Builder {
@@ -222,23 +214,13 @@ impl Builder {
     ///
     /// `Rejected(..)` naming the first check that failed: not a memfd,
     /// missing seals, wrong size, bad magic or version, item size or
-    /// alignment not `T`'s, wrong type tag, bad geometry, not an eventfd.
+    /// alignment not `T`'s, wrong type tag, bad geometry, a wake-up fd that
+    /// is not a connected Unix stream socket.
     /// `Io` if mapping it fails. Nothing is mapped on error.
     pub fn open_sender<T: Pod>(&self, fds: Fds) -> Result<Sender<T>, Error> {
-        let (mapping, config, fds) = self.open::<T>(fds)?;
-        let data_ready = EventFd::adopt(fds.data_ready, "data_ready")?;
-        let space_ready = EventFd::adopt(fds.space_ready, "space_ready")?;
+        let (mapping, config, memfd, wake) = self.open::<T>(fds)?;
         Ok(Sender {
-            end: End::new(
-                mapping,
-                &config,
-                fds.memfd,
-                data_ready,
-                space_ready,
-                fds.peer,
-                self,
-                Producer::new,
-            )?,
+            end: End::new(mapping, &config, memfd, wake, self, Producer::new)?,
             _item: PhantomData,
         })
     }
@@ -249,26 +231,16 @@ impl Builder {
     ///
     /// As for [`open_sender`](Self::open_sender).
     pub fn open_receiver<T: Pod>(&self, fds: Fds) -> Result<Receiver<T>, Error> {
-        let (mapping, config, fds) = self.open::<T>(fds)?;
-        let data_ready = EventFd::adopt(fds.data_ready, "data_ready")?;
-        let space_ready = EventFd::adopt(fds.space_ready, "space_ready")?;
+        let (mapping, config, memfd, wake) = self.open::<T>(fds)?;
         Ok(Receiver {
-            end: End::new(
-                mapping,
-                &config,
-                fds.memfd,
-                space_ready,
-                data_ready,
-                fds.peer,
-                self,
-                Consumer::new,
-            )?,
+            end: End::new(mapping, &config, memfd, wake, self, Consumer::new)?,
             _item: PhantomData,
         })
     }
 
-    /// Verifies, validates and maps a received memfd.
-    fn open<T: Pod>(&self, fds: Fds) -> Result<(Mapping, Config, Fds), Error> {
+    /// Verifies, validates and maps a received memfd, and adopts the
+    /// wake-up socket.
+    fn open<T: Pod>(&self, fds: Fds) -> Result<(Mapping, Config, OwnedFd, WakeSocket), Error> {
         let expected_size = item_size::<T>()?;
         let verified = memfd::verify(fds.memfd.as_fd())?;
         // Read the header with pread into a private copy, so that nothing
@@ -281,8 +253,9 @@ impl Builder {
             page_size: verified.page_size,
         };
         let config = header.validate(&expected, verified.len)?;
+        let wake = WakeSocket::adopt(fds.wake)?;
         let mapping = Mapping::new(fds.memfd.as_fd(), config.data_offset, config.data_len())?;
-        Ok((mapping, config, fds))
+        Ok((mapping, config, fds.memfd, wake))
     }
 }
 
@@ -330,23 +303,25 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd, Error> {
 /// The fds that make up one end of a ring: what [`Sender::into_fds`] and
 /// [`Receiver::into_fds`] give and the `open_` calls take.
 ///
-/// Both ends are made of the same memfd and the same two eventfds; which
-/// end a bundle opens is the caller's choice, and only one sender and one
-/// receiver may use a ring at a time.
+/// Both ends share the memfd; each has its own end of a connected socket
+/// pair. Which end a bundle opens is the caller's choice, and only one
+/// sender and one receiver may use a ring at a time.
+///
+/// ```
+/// let (tx, rx) = fdring::channel::<u64>(512)?;
+/// let fdring::Fds { memfd, wake } = rx.into_fds()?;
+/// // ... hand `memfd` and `wake` to another process, which rebuilds the bundle:
+/// let mut rx = fdring::Receiver::<u64>::from_fds(fdring::Fds { memfd, wake })?;
+/// # Ok::<(), fdring::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Fds {
     /// The sealed memfd holding the header and the data.
     pub memfd: OwnedFd,
-    /// The eventfd the sender writes when the receiver sleeps on an empty
-    /// ring.
-    pub data_ready: OwnedFd,
-    /// The eventfd the receiver writes when the sender sleeps on a full
-    /// ring.
-    pub space_ready: OwnedFd,
-    /// What tells this end that the peer process is gone, if known. The
-    /// `handoff` helpers fill it in; [`Sender::into_fds`] and
-    /// [`Receiver::into_fds`] leave it `None`.
-    pub peer: Option<Liveness>,
+    /// This end's wake-up socket: one end of a connected Unix stream
+    /// socket pair whose other end the peer holds. The peer sends a byte on
+    /// it to wake this end; it hangs up when the peer is gone.
+    pub wake: OwnedFd,
 }
 
 /// Counters kept by each end, cheap enough to be always on.
@@ -357,19 +332,19 @@ pub struct Fds {
 ///     tx.send(i)?;
 ///     rx.recv()?;
 /// }
-/// // Nobody ever waited, so no eventfd was written.
-/// assert_eq!(tx.stats().eventfd_writes, 0);
+/// // Nobody ever waited, so no wake-up was sent.
+/// assert_eq!(tx.stats().wakeups, 0);
 /// # Ok::<(), fdring::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Eventfd writes this end made to wake its peer: one system call each.
-    /// At most one per time the peer armed: a peer that armed and then
-    /// found progress on its re-check may be signalled without sleeping, so
-    /// this can exceed the peer's `sleeps` by a little.
-    pub eventfd_writes: u64,
-    /// Times this end went to sleep on its eventfd.
+    /// Wake-ups this end sent its peer: one `send` system call each. At
+    /// most one per time the peer armed: a peer that armed and then found
+    /// progress on its re-check may be woken without sleeping, so this can
+    /// exceed the peer's `sleeps` by a little.
+    pub wakeups: u64,
+    /// Times this end went to sleep on its wake-up socket.
     pub sleeps: u64,
 }
 
@@ -383,47 +358,64 @@ trait Half {
     fn arm(&mut self) -> bool;
     fn disarm(&self);
     fn close(&self) -> bool;
+    fn use_fences(&mut self, fences: Fences);
 }
 
 impl Half for Producer {
+    #[inline]
     fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         self.free_slots(want, peer_gone)
     }
+    #[inline]
     fn commit(&mut self, count: usize) -> bool {
         self.publish(count)
     }
+    #[inline]
     fn arm(&mut self) -> bool {
         Producer::arm(self)
     }
+    #[inline]
     fn disarm(&self) {
         Producer::disarm(self)
     }
+    #[inline]
     fn close(&self) -> bool {
         Producer::close(self)
+    }
+    fn use_fences(&mut self, fences: Fences) {
+        Producer::use_fences(self, fences)
     }
 }
 
 impl Half for Consumer {
+    #[inline]
     fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         self.ready_slots(want, peer_gone)
     }
+    #[inline]
     fn commit(&mut self, count: usize) -> bool {
         self.release(count)
     }
+    #[inline]
     fn arm(&mut self) -> bool {
         Consumer::arm(self)
     }
+    #[inline]
     fn disarm(&self) {
         Consumer::disarm(self)
     }
+    #[inline]
     fn close(&self) -> bool {
         Consumer::close(self)
+    }
+    fn use_fences(&mut self, fences: Fences) {
+        Consumer::use_fences(self, fences)
     }
 }
 
 /// What a sender and a receiver have in common: one half of the ring over
-/// its own mapping, the eventfd it wakes the peer with, the one it sleeps
-/// on, and the peer's liveness.
+/// its own mapping, the socket it wakes the peer with and sleeps on, and
+/// the peer's extra liveness, if watched.
 struct End<H: Half> {
     // Declared before `mapping`: it points into it and is dropped first.
     half: H,
@@ -431,8 +423,7 @@ struct End<H: Half> {
     item_size: usize,
     mapping: Mapping,
     memfd: OwnedFd,
-    wake_peer: EventFd,
-    wait_on: EventFd,
+    wake: WakeSocket,
     peer: Option<Liveness>,
     peer_gone: bool,
     spin: Duration,
@@ -447,14 +438,11 @@ struct End<H: Half> {
 unsafe impl<H: Half + Send> Send for End<H> {}
 
 impl<H: Half> End<H> {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         mapping: Mapping,
         config: &Config,
         memfd: OwnedFd,
-        wake_peer: EventFd,
-        wait_on: EventFd,
-        peer: Option<Liveness>,
+        wake: WakeSocket,
         options: &Builder,
         half: unsafe fn(NonNull<Header>, u64, bool) -> H,
     ) -> Result<End<H>, Error> {
@@ -463,16 +451,16 @@ impl<H: Half> End<H> {
         }
         // SAFETY: the header lies at the start of `mapping`, which the
         // `End` owns and drops after `half` (field order).
-        let half = unsafe { half(mapping.header().cast(), config.capacity, true) };
+        let mut half = unsafe { half(mapping.header().cast(), config.capacity, true) };
+        half.use_fences(signal::fences());
         Ok(End {
             half,
             data: mapping.data(),
             item_size: config.item_size as usize,
             mapping,
             memfd,
-            wake_peer,
-            wait_on,
-            peer,
+            wake,
+            peer: None,
             peer_gone: false,
             spin: options.spin,
             stats: Stats::default(),
@@ -481,6 +469,7 @@ impl<H: Half> End<H> {
     }
 
     /// A pointer to the first slot of `slots`.
+    #[inline]
     fn slot_ptr(&self, slots: Slots) -> *mut u8 {
         // SAFETY: `slots.start < capacity` and the data region is
         // `capacity * item_size` bytes followed by its mirror, so the offset
@@ -491,6 +480,7 @@ impl<H: Half> End<H> {
     /// Lends slots at once, or waits for them as `wait` says. `want` is
     /// how many the caller could use: the cached peer index is reloaded
     /// only if it shows fewer.
+    #[inline]
     fn slots(&mut self, want: usize, wait: Wait) -> Result<Slots, Error> {
         match wait {
             Wait::Never => self.try_slots(want),
@@ -498,19 +488,26 @@ impl<H: Half> End<H> {
         }
     }
 
+    #[inline]
     fn try_slots(&mut self, want: usize) -> Result<Slots, Error> {
         self.half.slots(want, self.peer_gone)
     }
 
-    /// Drains the eventfd, then arms: after `Ok(true)` the eventfd becomes
+    /// Drains the socket, then arms: after `Ok(true)` the socket becomes
     /// readable when a retry can make progress. Also looks at the peer's
     /// liveness (this path makes system calls anyway), so that a retry
     /// after the peer's death returns `Disconnected`.
     fn prepare_wait(&mut self) -> Result<bool, Error> {
-        // Drain first: any notification from here on answers this arm.
-        self.wait_on.drain()?;
-        if !self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone) {
+        // Drain first: any wake-up from here on answers this arm.
+        let drained = self.wake.drain()?;
+        if drained == Drained::PeerGone
+            || (!self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone))
+        {
             self.peer_gone = true;
+        }
+        // Still readable: a wait would return at once, so retry now.
+        if drained == Drained::StillReadable {
+            return Ok(false);
         }
         if self.peer_gone {
             // The retry drains what is left, then reports the disconnect.
@@ -520,7 +517,7 @@ impl<H: Half> End<H> {
     }
 
     /// Waits until the ring lends at least one slot: spins for `spin`, then
-    /// sleeps on the eventfd following the armed protocol.
+    /// sleeps on the wake-up socket following the armed protocol.
     fn wait_slots(&mut self, want: usize, deadline: Option<Instant>) -> Result<Slots, Error> {
         let would_block = |r: &Result<Slots, Error>| matches!(r, Err(Error::Full | Error::Empty));
         let first = self.try_slots(want);
@@ -556,10 +553,19 @@ impl<H: Half> End<H> {
         loop {
             if self.half.arm() {
                 self.stats.sleeps += 1;
-                let woken = signal::wait(&self.wait_on, self.peer.as_ref(), deadline);
+                // Without the heavy barrier a light publisher's wake-up can
+                // be lost, so such sleeps are sliced (`signal::sleep_slice`).
+                let until = match signal::sleep_slice() {
+                    Some(slice) => {
+                        let end = Instant::now() + slice;
+                        Some(deadline.map_or(end, |d| d.min(end)))
+                    }
+                    None => deadline,
+                };
+                let woken = signal::wait(&self.wake, self.peer.as_ref(), until);
                 // Whatever woke us, we are awake and will look for
                 // ourselves: a stale armed word would only cost the peer a
-                // useless eventfd write.
+                // useless wake-up.
                 self.half.disarm();
                 if woken? == Woken::PeerGone {
                     self.peer_gone = true;
@@ -576,6 +582,7 @@ impl<H: Half> End<H> {
     }
 
     /// Publishes or releases `count` slots and wakes the peer if it sleeps.
+    #[inline]
     fn commit(&mut self, count: usize) {
         if self.half.commit(count) {
             self.wake();
@@ -583,18 +590,16 @@ impl<H: Half> End<H> {
     }
 
     fn wake(&mut self) {
-        self.stats.eventfd_writes += 1;
-        // A write to a validated, non-blocking eventfd cannot fail but with
-        // EAGAIN, which `notify` already treats as done.
-        let _ = self.wake_peer.notify();
+        self.stats.wakeups += 1;
+        // A send on a validated Unix stream socket cannot fail but for a
+        // full buffer or a closed peer, which `notify` treats as done.
+        let _ = self.wake.notify();
     }
 
     fn into_fds(mut self) -> Result<Fds, Error> {
         let fds = Fds {
             memfd: dup(&self.memfd)?,
-            data_ready: self.wake_peer.try_clone()?.into_fd(),
-            space_ready: self.wait_on.try_clone()?.into_fd(),
-            peer: None,
+            wake: self.wake.try_clone()?.into_fd(),
         };
         self.close_on_drop = false;
         Ok(fds)
@@ -691,8 +696,10 @@ impl<T: Pod> Sender<T> {
         self.end.into_fds()
     }
 
-    /// Watches the peer's process, so that blocking calls return
-    /// `Disconnected` when it dies without closing its end.
+    /// Watches the peer's process as well as the wake-up socket, so that
+    /// blocking calls return `Disconnected` when it dies without closing
+    /// its end even if a copy of its socket end lives on elsewhere (see
+    /// [`Liveness`]).
     pub fn watch_peer(&mut self, liveness: Liveness) {
         self.end.peer = Some(liveness);
     }
@@ -708,11 +715,11 @@ impl<T: Pod> Sender<T> {
     /// after a `try_` call returned `Full`.
     ///
     /// Returns `Ok(true)` if you may wait now: the fd will become readable
-    /// when the receiver frees space, closes, or breaks the protocol.
+    /// when the receiver frees space, closes, breaks the protocol or dies.
     /// Returns `Ok(false)` if that already happened: retry instead of
     /// waiting. This is the contract of a non-blocking socket. Busy-polling
-    /// loops should not call it: it makes the receiver's next release write
-    /// the eventfd (one system call).
+    /// loops should not call it: it makes the receiver's next release send
+    /// a wake-up (one system call).
     ///
     /// If this end watches its peer, register
     /// [`peer_liveness`](Self::peer_liveness) too: when it becomes ready,
@@ -723,7 +730,7 @@ impl<T: Pod> Sender<T> {
     ///
     /// # Errors
     ///
-    /// `Io` if the eventfd cannot be drained.
+    /// `Io` if the wake-up socket cannot be drained.
     ///
     /// # Examples
     ///
@@ -848,7 +855,9 @@ impl<T: Pod> Sender<T> {
     /// # Errors
     ///
     /// `Disconnected` if the receiver is gone (dropped, or its process
-    /// died while watched), `Corrupted`, or `Io` if waiting failed.
+    /// died: its wake-up socket hung up, or a watched liveness fired),
+    /// `Corrupted`, or `Io` if waiting failed. A timeout, however short,
+    /// looks at the wake-up socket once before it reports `Timeout`.
     ///
     /// # Panics
     ///
@@ -878,6 +887,7 @@ impl<T: Pod> Sender<T> {
 
     /// Lends at least one free slot (waiting as `wait` says) to `fill`,
     /// then publishes what it wrote. `want` is how many it could use.
+    #[inline]
     fn send_in<F>(&mut self, want: usize, wait: Wait, fill: F) -> Result<usize, Error>
     where
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
@@ -917,6 +927,7 @@ impl<T: Pod> Sender<T> {
     /// assert_eq!(tx.try_send(1), Err(fdring::Error::Full));
     /// # Ok::<(), fdring::Error>(())
     /// ```
+    #[inline]
     pub fn try_send(&mut self, item: T) -> Result<(), Error> {
         self.send_in(1, Wait::Never, |slots| write_first(slots, item))
             .map(drop)
@@ -994,10 +1005,11 @@ fn copy_into<T: Pod>(slots: &mut [MaybeUninit<T>], items: &[T]) -> usize {
 }
 
 impl<T: Pod> AsFd for Sender<T> {
-    /// The `space_ready` eventfd: after [`prepare_wait`](Sender::prepare_wait)
-    /// returned `true`, it becomes readable when the receiver frees space.
+    /// The wake-up socket: after [`prepare_wait`](Sender::prepare_wait)
+    /// returned `true`, it becomes readable when the receiver frees space
+    /// or closes, and hangs up when the receiver's process is gone.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.end.wait_on.as_fd()
+        self.end.wake.as_fd()
     }
 }
 
@@ -1061,10 +1073,7 @@ impl<T: Pod> Receiver<T> {
     ///
     /// `Io` if the fds cannot be duplicated (out of fds).
     pub fn into_fds(self) -> Result<Fds, Error> {
-        let mut fds = self.end.into_fds()?;
-        // `End` names them from its own point of view.
-        std::mem::swap(&mut fds.data_ready, &mut fds.space_ready);
-        Ok(fds)
+        self.end.into_fds()
     }
 
     /// Watches the peer's process; see [`Sender::watch_peer`].
@@ -1084,7 +1093,7 @@ impl<T: Pod> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// `Io` if the eventfd cannot be drained.
+    /// `Io` if the wake-up socket cannot be drained.
     ///
     /// ```
     /// use rustix::event::{poll, PollFd, PollFlags};
@@ -1196,8 +1205,8 @@ impl<T: Pod> Receiver<T> {
     /// # Errors
     ///
     /// `Disconnected` once every item was received and the sender is gone
-    /// (dropped, or its process died while watched), `Corrupted`, or `Io`
-    /// if waiting failed.
+    /// (dropped, or its process died: its wake-up socket hung up, or a
+    /// watched liveness fired), `Corrupted`, or `Io` if waiting failed.
     ///
     /// # Panics
     ///
@@ -1228,6 +1237,7 @@ impl<T: Pod> Receiver<T> {
     /// Lends at least one ready item (waiting as `wait` says) to
     /// `consume`, then releases what it consumed. `want` is how many it
     /// could use.
+    #[inline]
     fn recv_in<F>(&mut self, want: usize, wait: Wait, consume: F) -> Result<usize, Error>
     where
         F: FnOnce(&[T]) -> usize,
@@ -1265,6 +1275,7 @@ impl<T: Pod> Receiver<T> {
     /// assert_eq!(rx.try_recv(), Ok(-3));
     /// # Ok::<(), fdring::Error>(())
     /// ```
+    #[inline]
     pub fn try_recv(&mut self) -> Result<T, Error> {
         let mut item = T::zeroed();
         self.recv_in(1, Wait::Never, |items| read_first(items, &mut item))?;
@@ -1344,11 +1355,12 @@ fn copy_from<T: Pod>(items: &[T], buf: &mut [T]) -> usize {
 }
 
 impl<T: Pod> AsFd for Receiver<T> {
-    /// The `data_ready` eventfd: after
+    /// The wake-up socket: after
     /// [`prepare_wait`](Receiver::prepare_wait) returned `true`, it becomes
-    /// readable when the sender publishes.
+    /// readable when the sender publishes or closes, and hangs up when the
+    /// sender's process is gone.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.end.wait_on.as_fd()
+        self.end.wake.as_fd()
     }
 }
 

@@ -172,10 +172,11 @@ pub enum Rejection {
         /// This system's page size.
         page_size: u64,
     },
-    /// An fd meant to be an eventfd is something else.
-    NotEventfd {
-        /// Which one: `"data_ready"` or `"space_ready"`.
-        which: &'static str,
+    /// The fd meant to be the end's wake-up socket is not a connected Unix
+    /// stream socket.
+    NotWakeSocket {
+        /// What it is instead, for instance `"not a socket"`.
+        found: &'static str,
     },
     /// The fds received over a socket or from the environment were not a
     /// well-formed fdring hand-off.
@@ -315,7 +316,10 @@ impl fmt::Display for Rejection {
                 "data offset {found} is not a multiple of the {page_size}-byte page \
                  after the header"
             ),
-            Rejection::NotEventfd { which } => write!(f, "the {which} fd is not an eventfd"),
+            Rejection::NotWakeSocket { found } => write!(
+                f,
+                "the wake-up fd must be a connected Unix stream socket, but it is {found}"
+            ),
             Rejection::BadHandoff(what) => write!(f, "bad hand-off: {what}"),
         }
     }

@@ -1,17 +1,18 @@
 //! Moving an end's fds to another process: by inheritance into a child
 //! [`Command`], or with `SCM_RIGHTS` over a [`UnixStream`].
 //!
-//! This module owns the ways an [`Fds`] bundle crosses a process boundary
-//! and the liveness that comes with each: a child gets a pidfd of its
-//! parent, a socket peer gets the socket's hang-up. It knows rustix and std;
-//! it does not know the ring or the header (the receiving side validates
-//! those when it opens the bundle).
+//! This module owns the ways an [`Fds`] bundle crosses a process boundary.
+//! It knows rustix and std; it does not know the ring or the header (the
+//! receiving side validates those when it opens the bundle). Liveness
+//! needs nothing from here: each end's wake-up socket hangs up when the
+//! last copy of the peer's end closes, so once the hand-off is done, keep
+//! no copy of the fds you handed on.
 //!
 //! # A parent streaming to a child
 //!
 //! ```no_run
 //! use std::process::Command;
-//! use fdring::{handoff, Liveness};
+//! use fdring::handoff;
 //!
 //! // Parent: create the ring, pass the receiving end to the child.
 //! let (mut tx, rx) = fdring::channel::<u64>(1 << 16)?;
@@ -19,8 +20,9 @@
 //! command.arg("child");
 //! handoff::inherit(&mut command, "MY_RING", rx.into_fds()?);
 //! let child = command.spawn().expect("spawn");
-//! drop(command); // closes the parent's copies of the child's fds
-//! tx.watch_peer(Liveness::child(&child)?);
+//! // Close the parent's copies of the child's fds: from now on, if the
+//! // child dies, `tx` sees its wake-up socket hang up.
+//! drop(command);
 //! tx.send(42)?;
 //!
 //! // Child (the same binary, run with "child"):
@@ -46,22 +48,22 @@ use rustix::net::{
 
 use crate::channel::Fds;
 use crate::error::{Error, Rejection};
-use crate::signal::Liveness;
 
 /// The bytes sent with the fds over a socket, so that the receiver can tell
 /// an fdring hand-off from other traffic.
-const SOCKET_TAG: &[u8; 16] = b"fdring-fds-v1\0\0\0";
+const SOCKET_TAG: &[u8; 16] = b"fdring-fds-v2\0\0\0";
 
 /// Passes `fds` to the child that `command` will spawn, under the
 /// environment variable `name`; the child takes them with [`inherited`].
 ///
 /// The fds are inherited at their current numbers (their close-on-exec
 /// flag is cleared in the child only, so no other child can inherit them),
-/// and the variable tells the child the numbers and the parent's pid, from
-/// which the child watches its parent's liveness.
+/// and the variable tells the child the numbers: `memfd,wake`, in decimal.
 ///
 /// The `Command` keeps the parent's copies of the fds until it is dropped:
-/// drop it after `spawn`. Spawn it once: a ring has one end of each kind.
+/// drop it after `spawn`, or the parent's end cannot see the child's death
+/// through its wake-up socket. Spawn it once: a ring has one end of each
+/// kind.
 ///
 /// ```no_run
 /// let (tx, rx) = fdring::channel::<f32>(4096)?;
@@ -70,23 +72,18 @@ const SOCKET_TAG: &[u8; 16] = b"fdring-fds-v1\0\0\0";
 /// # Ok::<(), fdring::Error>(())
 /// ```
 pub fn inherit(command: &mut Command, name: &str, fds: Fds) {
-    let raw = [
-        fds.memfd.as_raw_fd(),
-        fds.data_ready.as_raw_fd(),
-        fds.space_ready.as_raw_fd(),
-    ];
     command.env(
         name,
-        format!("{},{},{},{}", raw[0], raw[1], raw[2], std::process::id()),
+        format!("{},{}", fds.memfd.as_raw_fd(), fds.wake.as_raw_fd()),
     );
     // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe calls are allowed: it makes three fcntl system
+    // only async-signal-safe calls are allowed: it makes two fcntl system
     // calls through rustix, which neither allocates nor takes locks. The
     // fds are valid there: `fds` is moved into the closure, so the parent
     // keeps them open for as long as the `Command` exists.
     unsafe {
         command.pre_exec(move || {
-            for fd in [&fds.memfd, &fds.data_ready, &fds.space_ready] {
+            for fd in [&fds.memfd, &fds.wake] {
                 rustix::io::fcntl_setfd(fd, FdFlags::empty())?;
             }
             Ok(())
@@ -99,15 +96,15 @@ static TAKEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// Takes the fds the parent passed with [`inherit`] under `name`, once.
 ///
-/// The returned bundle's `peer` watches the parent (a pidfd), so blocking
-/// calls return `Disconnected` if the parent dies. The fds are made
-/// close-on-exec again, so this process's own children do not inherit them.
+/// The fds are made close-on-exec again, so this process's own children do
+/// not inherit them. If the parent dies, the wake-up socket hangs up and
+/// blocking calls return `Disconnected`.
 ///
 /// # Errors
 ///
 /// `Rejected(BadHandoff)` if the variable is missing or malformed, names
-/// an fd that is not open, or was already taken; `Io` if a pidfd cannot be
-/// had. The ring itself is checked when the bundle is opened.
+/// an fd that is not open, or was already taken. The ring itself is
+/// checked when the bundle is opened.
 pub fn inherited(name: &str) -> Result<Fds, Error> {
     let value = std::env::var(name)
         .map_err(|_| Rejection::BadHandoff("the environment variable is missing"))?;
@@ -115,9 +112,9 @@ pub fn inherited(name: &str) -> Result<Fds, Error> {
         .split(',')
         .map(|n| n.parse::<i64>())
         .collect::<Result<_, _>>()
-        .map_err(|_| Rejection::BadHandoff("the environment variable is not 4 numbers"))?;
-    let &[memfd, data_ready, space_ready, parent] = numbers.as_slice() else {
-        return Err(Rejection::BadHandoff("the environment variable is not 4 numbers").into());
+        .map_err(|_| Rejection::BadHandoff("the environment variable is not 2 numbers"))?;
+    let &[memfd, wake] = numbers.as_slice() else {
+        return Err(Rejection::BadHandoff("the environment variable is not 2 numbers").into());
     };
     {
         let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -128,15 +125,11 @@ pub fn inherited(name: &str) -> Result<Fds, Error> {
             return Err(Rejection::BadHandoff("these fds were already taken").into());
         }
     }
-    let fds = [memfd, data_ready, space_ready].map(take_inherited_fd);
-    let [memfd, data_ready, space_ready] = fds;
-    let fds = Fds {
+    let [memfd, wake] = [memfd, wake].map(take_inherited_fd);
+    Ok(Fds {
         memfd: memfd?,
-        data_ready: data_ready?,
-        space_ready: space_ready?,
-        peer: Some(parent_liveness(parent)?),
-    };
-    Ok(fds)
+        wake: wake?,
+    })
 }
 
 /// Adopts an inherited fd number, after checking it is open.
@@ -156,30 +149,10 @@ fn take_inherited_fd(number: i64) -> Result<OwnedFd, Error> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// A liveness for the parent `pid`, taken without racing its death.
-fn parent_liveness(pid: i64) -> Result<Liveness, Error> {
-    let pid =
-        u32::try_from(pid).map_err(|_| Rejection::BadHandoff("the parent pid is not a pid"))?;
-    let watched = Liveness::process(pid);
-    // If the parent is still our parent after the pidfd was opened, the
-    // pidfd names it. Otherwise it died (and the pid may be someone
-    // else's by now): report it gone from the start.
-    let still_parent =
-        rustix::process::getppid().is_some_and(|p| p.as_raw_nonzero().get() as u32 == pid);
-    if still_parent {
-        watched
-    } else {
-        Liveness::gone()
-    }
-}
-
 /// Sends `fds` over a connected Unix stream socket with `SCM_RIGHTS`; the
 /// peer takes them with [`recv_fds`]. The fds are closed here once sent
-/// (the peer has its own copies).
-///
-/// The socket then doubles as the liveness of each side for the other:
-/// keep it open for as long as the ring is used, and watch it with
-/// [`Liveness::socket`].
+/// (the peer has its own copies). The socket is free for other traffic
+/// afterwards, or can be closed.
 ///
 /// # Errors
 ///
@@ -190,7 +163,6 @@ fn parent_liveness(pid: i64) -> Result<Liveness, Error> {
 /// let (ours, theirs) = UnixStream::pair().unwrap();
 /// let (mut tx, rx) = fdring::channel::<u32>(256)?;
 /// fdring::handoff::send_fds(&ours, rx.into_fds()?)?;
-/// tx.watch_peer(fdring::Liveness::socket(ours.try_clone().unwrap()));
 ///
 /// // In the other process:
 /// let mut rx = fdring::Receiver::<u32>::from_fds(fdring::handoff::recv_fds(&theirs)?)?;
@@ -199,12 +171,8 @@ fn parent_liveness(pid: i64) -> Result<Liveness, Error> {
 /// # Ok::<(), fdring::Error>(())
 /// ```
 pub fn send_fds(socket: &UnixStream, fds: Fds) -> Result<(), Error> {
-    let borrowed = [
-        fds.memfd.as_fd(),
-        fds.data_ready.as_fd(),
-        fds.space_ready.as_fd(),
-    ];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let borrowed = [fds.memfd.as_fd(), fds.wake.as_fd()];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
         return Err(Error::io(
@@ -228,13 +196,12 @@ pub fn send_fds(socket: &UnixStream, fds: Fds) -> Result<(), Error> {
     Ok(())
 }
 
-/// Receives fds sent with [`send_fds`], waiting for them. The bundle's
-/// `peer` watches the socket's hang-up.
+/// Receives fds sent with [`send_fds`], waiting for them.
 ///
 /// # Errors
 ///
 /// `Rejected(BadHandoff)` if the message is not an fdring hand-off (wrong
-/// bytes, not exactly three fds, or the socket closed first); every fd that
+/// bytes, not exactly two fds, or the socket closed first); every fd that
 /// came with a bad message is closed. `Io` if the socket fails.
 pub fn recv_fds(socket: &UnixStream) -> Result<Fds, Error> {
     let mut tag = [0u8; SOCKET_TAG.len()];
@@ -262,19 +229,10 @@ pub fn recv_fds(socket: &UnixStream) -> Result<Fds, Error> {
     if message.bytes != SOCKET_TAG.len() || &tag != SOCKET_TAG {
         return Err(Rejection::BadHandoff("the socket message is not an fdring hand-off").into());
     }
-    let wrong_count = || Rejection::BadHandoff("the socket message did not carry exactly 3 fds");
+    let wrong_count = || Rejection::BadHandoff("the socket message did not carry exactly 2 fds");
     if message.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
         return Err(wrong_count().into());
     }
-    let [memfd, data_ready, space_ready]: [OwnedFd; 3] =
-        received.try_into().map_err(|_| wrong_count())?;
-    let peer = socket
-        .try_clone()
-        .map_err(|e| Error::io("duplicating the socket", e))?;
-    Ok(Fds {
-        memfd,
-        data_ready,
-        space_ready,
-        peer: Some(Liveness::socket(peer)),
-    })
+    let [memfd, wake]: [OwnedFd; 2] = received.try_into().map_err(|_| wrong_count())?;
+    Ok(Fds { memfd, wake })
 }

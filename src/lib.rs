@@ -1,5 +1,5 @@
-//! A single-producer single-consumer ring in a sealed memfd, with eventfd
-//! wake-ups written only when the other side really sleeps: zero-copy
+//! A single-producer single-consumer ring in a sealed memfd, with wake-ups
+//! sent only when the other side really sleeps: zero-copy
 //! streaming of plain-data items between processes (or threads) on Linux.
 //!
 //! ```
@@ -31,7 +31,7 @@
 //! | `layout` | the header format and its validation |
 //! | `ring` | the SPSC algorithm and the armed wake-up flags |
 //! | `memfd` | the sealed memfd and its mirrored mapping |
-//! | `signal` | eventfds and peer liveness |
+//! | `signal` | the wake-up socket and peer liveness |
 //! | `channel` | [`Sender`] and [`Receiver`] |
 //! | [`handoff`] | moving the fds to another process |
 
@@ -41,7 +41,9 @@
 #![cfg_attr(loom, allow(dead_code))]
 
 #[cfg(not(target_os = "linux"))]
-compile_error!("fdring supports Linux only: it is built on memfd, file seals, eventfd and pidfd");
+compile_error!(
+    "fdring supports Linux only: it is built on memfd, file seals, Unix sockets and pidfd"
+);
 
 mod error;
 mod layout;

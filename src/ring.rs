@@ -5,8 +5,8 @@
 //! "armed" half of the wake-up protocol (DESIGN.md, "Wake-ups"). It works
 //! in slots, not bytes: it never touches the data region, so it needs no
 //! mapping and no OS, and it runs over a heap header under loom and Miri. It
-//! does not know about memfds, eventfds or mmap: the layer above turns slots
-//! into slices and "the peer is armed" into an eventfd write.
+//! does not know about memfds, sockets or mmap: the layer above turns slots
+//! into slices and "the peer is armed" into a wake-up on a socket.
 //!
 //! # Trust
 //!
@@ -22,6 +22,7 @@ use std::ptr::NonNull;
 use crate::error::{Corruption, Error};
 use crate::layout::atomic::{fence, AtomicU32, Ordering};
 use crate::layout::Header;
+use std::sync::atomic::compiler_fence;
 
 /// A run of slots lent to a closure: the first slot's position in the data
 /// region (`0..capacity`) and how many slots follow it contiguously.
@@ -31,11 +32,47 @@ pub(crate) struct Slots {
     pub(crate) len: usize,
 }
 
+/// The two barriers of the wake-up protocol, as this side runs them.
+///
+/// The protocol needs a StoreLoad barrier on each side: the publisher's
+/// between storing its index and loading the peer's armed word, the
+/// sleeper's between storing its armed word and re-loading the peer's
+/// index. Both may be full fences (`SeqCst`). Or the barrier can be
+/// asymmetric: the publisher, which runs on every publish, uses a compiler
+/// fence only, and the sleeper, which is about to make system calls
+/// anyway, makes every running thread of every registered process run a
+/// full barrier (`membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, supplied
+/// by the layer above as `heavy`). `docs/safety.md` has the argument.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fences {
+    /// Publish with a compiler fence only. Allowed only when this process
+    /// is registered for the peer's `heavy` barrier.
+    pub(crate) light_publish: bool,
+    /// The sleeper's barrier after storing its armed word. It must be at
+    /// least a `SeqCst` fence, and it must also order a light publisher's
+    /// index store before its armed load (or the peer must never publish
+    /// light).
+    pub(crate) heavy: fn(),
+}
+
+impl Fences {
+    /// A `SeqCst` fence on both sides: needs nothing from the OS.
+    pub(crate) const SYMMETRIC: Fences = Fences {
+        light_publish: false,
+        heavy: full_fence,
+    };
+}
+
+fn full_fence() {
+    fence(Ordering::SeqCst);
+}
+
 /// What the two sides share: the header and the ring's shape.
 #[derive(Debug)]
 struct Shared {
     header: NonNull<Header>,
     capacity: u64,
+    fences: Fences,
     /// The data region is followed by a mirror of itself, so a run of slots
     /// may cross the wrap and stay contiguous.
     mirrored: bool,
@@ -50,9 +87,10 @@ impl Shared {
         unsafe { self.header.as_ref() }
     }
 
-    /// The contiguous run starting at `index` of at most `count` slots.
-    fn run(&self, index: u64, count: u64) -> Slots {
-        let start = index % self.capacity;
+    /// The contiguous run starting at slot `start` (`< capacity`) of at
+    /// most `count` slots.
+    #[inline]
+    fn run(&self, start: u64, count: u64) -> Slots {
         let len = if self.mirrored {
             count
         } else {
@@ -72,6 +110,19 @@ impl Shared {
 /// overflow whatever a peer writes.
 const INDEX_LIMIT: u64 = 1 << 62;
 
+/// `slot + count` modulo `capacity`, for `slot < capacity` and
+/// `count <= capacity`: the position of an index, kept up to date without
+/// a division.
+#[inline]
+fn advance(slot: u64, count: u64, capacity: u64) -> u64 {
+    let next = slot + count;
+    if next >= capacity {
+        next - capacity
+    } else {
+        next
+    }
+}
+
 /// Checks a pair of indices: the fill level must be in `0..=capacity`.
 fn check_fill(write: u64, read: u64, capacity: u64) -> Result<u64, Corruption> {
     match write.checked_sub(read) {
@@ -87,12 +138,19 @@ fn check_fill(write: u64, read: u64, capacity: u64) -> Result<u64, Corruption> {
 /// Disarms `armed` and says whether it was armed: the peer was asleep, or
 /// about to be, and must be woken.
 ///
-/// The SeqCst fence orders this side's preceding index store before the
-/// load of the peer's armed word; it pairs with the fence in
+/// The barrier orders this side's preceding index store before the load
+/// of the peer's armed word; it pairs with the barrier in
 /// [`announce_sleep`], so that either the peer's re-read sees our index or
-/// we see its armed word (or both).
-fn take_armed(armed: &AtomicU32) -> bool {
-    fence(Ordering::SeqCst);
+/// we see its armed word (or both). A light publisher's compiler fence
+/// only keeps the compiler from reordering the two; the peer's heavy
+/// barrier orders them in the processor (see [`Fences`]).
+#[inline]
+fn take_armed(armed: &AtomicU32, fences: Fences) -> bool {
+    if fences.light_publish {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
     // The plain load first keeps the common case (nobody sleeps) to a read
     // of a line that stays shared in both caches.
     armed.load(Ordering::Relaxed) != 0 && armed.swap(0, Ordering::Relaxed) != 0
@@ -100,12 +158,12 @@ fn take_armed(armed: &AtomicU32) -> bool {
 
 /// The first half of going to sleep: announce it. The caller then looks at
 /// the ring once more and sleeps only if that finds nothing to do.
-fn announce_sleep(armed: &AtomicU32) {
+fn announce_sleep(armed: &AtomicU32, fences: Fences) {
     armed.store(1, Ordering::Relaxed);
-    // Pairs with the fence in `take_armed` on the other side: either our
-    // re-check after this fence sees the peer's new index, or the peer's
-    // load after its fence sees our armed word (or both).
-    fence(Ordering::SeqCst);
+    // Pairs with the barrier in `take_armed` on the other side: either our
+    // re-check after this barrier sees the peer's new index, or the peer's
+    // load after its barrier sees our armed word (or both).
+    (fences.heavy)();
 }
 
 /// The producer's half of the ring.
@@ -115,6 +173,8 @@ pub(crate) struct Producer {
     /// Items published; the authoritative copy, never read back from
     /// shared memory.
     write: u64,
+    /// `write % capacity`: the slot the next item goes to.
+    write_slot: u64,
     /// The consumer's index as last loaded and checked.
     cached_read: u64,
     corrupted: Option<Corruption>,
@@ -137,6 +197,7 @@ impl Producer {
         let shared = Shared {
             header,
             capacity,
+            fences: Fences::SYMMETRIC,
             mirrored,
         };
         // The producer starts from what is in the header, so that an end can
@@ -145,6 +206,7 @@ impl Producer {
         let read = shared.header().read_index.0.load(Ordering::Acquire);
         let corrupted = check_fill(write, read, capacity).err();
         Producer {
+            write_slot: write % capacity,
             shared,
             write,
             cached_read: read,
@@ -154,6 +216,11 @@ impl Producer {
 
     pub(crate) fn capacity(&self) -> u64 {
         self.shared.capacity
+    }
+
+    /// Uses `fences` from now on instead of [`Fences::SYMMETRIC`].
+    pub(crate) fn use_fences(&mut self, fences: Fences) {
+        self.shared.fences = fences;
     }
 
     /// Loads and checks the consumer's index; returns the free slot count.
@@ -187,6 +254,7 @@ impl Producer {
     ///
     /// `Disconnected` if the consumer closed its end, `Full` if there is no
     /// free slot, `Corrupted` if the consumer's index is invalid.
+    #[inline]
     pub(crate) fn free_slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
@@ -201,19 +269,21 @@ impl Producer {
         if free == 0 {
             return Err(Error::Full);
         }
-        Ok(self.shared.run(self.write, free))
+        Ok(self.shared.run(self.write_slot, free))
     }
 
     /// Publishes `count` slots written after the last publish.
     ///
     /// Returns `true` if the consumer was armed (about to sleep) and must be
     /// woken by the caller.
+    #[inline]
     pub(crate) fn publish(&mut self, count: usize) -> bool {
         if count == 0 {
             return false;
         }
         debug_assert!(count as u64 <= self.shared.capacity - (self.write - self.cached_read));
         self.write += count as u64;
+        self.write_slot = advance(self.write_slot, count as u64, self.shared.capacity);
         // Pairs with the Acquire load of `write_index` in
         // `Consumer::refresh`: the items written before are visible there.
         self.shared
@@ -221,7 +291,7 @@ impl Producer {
             .write_index
             .0
             .store(self.write, Ordering::Release);
-        take_armed(&self.shared.header().consumer_armed.0)
+        take_armed(&self.shared.header().consumer_armed.0, self.shared.fences)
     }
 
     /// Announces that the producer will sleep until space is freed.
@@ -234,7 +304,7 @@ impl Producer {
             // Nothing to wait for: the retry reports the corruption.
             return false;
         }
-        announce_sleep(&self.shared.header().producer_armed.0);
+        announce_sleep(&self.shared.header().producer_armed.0, self.shared.fences);
         let progress = self.peer_closed() || !matches!(self.refresh(), Ok(0));
         if progress {
             self.disarm();
@@ -253,6 +323,7 @@ impl Producer {
     }
 
     /// Whether the consumer has closed its end.
+    #[inline]
     pub(crate) fn peer_closed(&self) -> bool {
         self.shared.header().closed.consumer.load(Ordering::Acquire) != 0
     }
@@ -274,7 +345,7 @@ impl Producer {
             .closed
             .producer
             .store(1, Ordering::Release);
-        take_armed(&self.shared.header().consumer_armed.0)
+        take_armed(&self.shared.header().consumer_armed.0, self.shared.fences)
     }
 }
 
@@ -284,6 +355,8 @@ pub(crate) struct Consumer {
     shared: Shared,
     /// Items consumed; the authoritative copy, never read back.
     read: u64,
+    /// `read % capacity`: the slot of the next item.
+    read_slot: u64,
     /// The producer's index as last loaded and checked.
     cached_write: u64,
     corrupted: Option<Corruption>,
@@ -303,12 +376,14 @@ impl Consumer {
         let shared = Shared {
             header,
             capacity,
+            fences: Fences::SYMMETRIC,
             mirrored,
         };
         let read = shared.header().read_index.0.load(Ordering::Relaxed);
         let write = shared.header().write_index.0.load(Ordering::Acquire);
         let corrupted = check_fill(write, read, capacity).err();
         Consumer {
+            read_slot: read % capacity,
             shared,
             read,
             cached_write: write,
@@ -318,6 +393,11 @@ impl Consumer {
 
     pub(crate) fn capacity(&self) -> u64 {
         self.shared.capacity
+    }
+
+    /// Uses `fences` from now on instead of [`Fences::SYMMETRIC`].
+    pub(crate) fn use_fences(&mut self, fences: Fences) {
+        self.shared.fences = fences;
     }
 
     /// Loads and checks the producer's index; returns the ready item count.
@@ -354,6 +434,7 @@ impl Consumer {
     ///
     /// `Empty` if nothing is ready, `Disconnected` if nothing is ready and
     /// the producer is gone, `Corrupted` if its index is invalid.
+    #[inline]
     pub(crate) fn ready_slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
@@ -373,18 +454,20 @@ impl Consumer {
                 return Err(Error::Disconnected);
             }
         }
-        Ok(self.shared.run(self.read, ready))
+        Ok(self.shared.run(self.read_slot, ready))
     }
 
     /// Releases `count` slots consumed since the last release.
     ///
     /// Returns `true` if the producer was armed and must be woken.
+    #[inline]
     pub(crate) fn release(&mut self, count: usize) -> bool {
         if count == 0 {
             return false;
         }
         debug_assert!(count as u64 <= self.cached_write - self.read);
         self.read += count as u64;
+        self.read_slot = advance(self.read_slot, count as u64, self.shared.capacity);
         // Pairs with the Acquire load of `read_index` in
         // `Producer::refresh`: our reads of the slots happen before the
         // producer overwrites them.
@@ -393,7 +476,7 @@ impl Consumer {
             .read_index
             .0
             .store(self.read, Ordering::Release);
-        take_armed(&self.shared.header().producer_armed.0)
+        take_armed(&self.shared.header().producer_armed.0, self.shared.fences)
     }
 
     /// Announces that the consumer will sleep until data arrives. See
@@ -403,7 +486,7 @@ impl Consumer {
             // Nothing to wait for: the retry reports the corruption.
             return false;
         }
-        announce_sleep(&self.shared.header().consumer_armed.0);
+        announce_sleep(&self.shared.header().consumer_armed.0, self.shared.fences);
         let progress = self.peer_closed() || !matches!(self.refresh(), Ok(0));
         if progress {
             self.disarm();
@@ -421,6 +504,7 @@ impl Consumer {
     }
 
     /// Whether the producer has closed its end.
+    #[inline]
     pub(crate) fn peer_closed(&self) -> bool {
         self.shared.header().closed.producer.load(Ordering::Acquire) != 0
     }
@@ -440,7 +524,7 @@ impl Consumer {
             .closed
             .consumer
             .store(1, Ordering::Release);
-        take_armed(&self.shared.header().producer_armed.0)
+        take_armed(&self.shared.header().producer_armed.0, self.shared.fences)
     }
 }
 

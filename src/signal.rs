@@ -1,118 +1,216 @@
-//! Wake-ups: an eventfd to notify, drain and wait on, polled together with
-//! an fd that tells whether the peer process is still alive.
+//! Wake-ups: one end of a connected Unix stream socket pair per ring end,
+//! to notify the peer, drain, and wait on, polled together with an optional
+//! extra fd that tells whether the peer process is still alive.
 //!
-//! This module owns the eventfds and the liveness fd and knows rustix's
-//! `poll`; it does not know rings or when a wake-up is due (that is the
-//! "armed" protocol in `ring`, driven by `channel`).
+//! This module owns the wake-up socket and the liveness fd and knows
+//! rustix's `poll`, `send` and `recv`; it does not know rings or when a
+//! wake-up is due (that is the "armed" protocol in `ring`, driven by
+//! `channel`).
+//!
+//! # Why a socket and not an eventfd
+//!
+//! An fd handed to another process shares its open file description, so
+//! the peer can clear `O_NONBLOCK` on it. A write to an eventfd whose count
+//! the peer has filled then blocks until the peer reads it, which a hostile
+//! or dead peer never does (eventfd writes refuse `RWF_NOWAIT`, and the fd
+//! cannot be reopened for a private description). A socket takes
+//! `MSG_DONTWAIT` on every call, whatever the shared flags say, so no
+//! wake-up can block; and the socket hangs up when the last copy of the
+//! peer's end closes, so every end learns of its peer's death without a
+//! second fd. `docs/design.md` has the measurement: a wake-up round trip
+//! through a socket costs the same as through an eventfd.
 
-use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Child;
-use std::time::Instant;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 use crate::error::{Error, Rejection};
+use crate::ring::Fences;
 
-/// An eventfd used as a wake-up counter: non-blocking, close-on-exec.
+/// What this process can do with `membarrier`, found out once.
+#[derive(Debug, Clone, Copy)]
+struct Membarrier {
+    /// Registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: every barrier a
+    /// sleeping peer issues reaches this process's threads, so they may
+    /// publish with a compiler fence only.
+    registered: bool,
+    /// `MEMBARRIER_CMD_GLOBAL_EXPEDITED` works when this process calls it.
+    usable: bool,
+}
+
+fn membarrier() -> Membarrier {
+    use rustix::thread::{membarrier, membarrier_query, MembarrierCommand, MembarrierQuery};
+    static STATE: OnceLock<Membarrier> = OnceLock::new();
+    *STATE.get_or_init(|| {
+        let query = membarrier_query();
+        let global = MembarrierQuery::GLOBAL_EXPEDITED | MembarrierQuery::REGISTER_GLOBAL_EXPEDITED;
+        if !query.contains(global) {
+            return Membarrier {
+                registered: false,
+                usable: false,
+            };
+        }
+        // Registering first and then trying the barrier once also makes
+        // sure that a seccomp filter lets this process call it.
+        let registered = membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok();
+        let usable = membarrier(MembarrierCommand::GlobalExpedited).is_ok();
+        Membarrier { registered, usable }
+    })
+}
+
+/// The sleeper's barrier: every running thread of every registered
+/// process (a light publisher among them) runs a full barrier before this
+/// returns. Falls back to a `SeqCst` fence if the call fails; the sleeps
+/// are then bounded ([`sleep_slice`]).
+fn heavy_barrier() {
+    if rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_err() {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The barriers this process uses in the wake-up protocol: light
+/// publishes and heavy sleeps where `membarrier` allows, else a `SeqCst`
+/// fence on both sides.
+pub(crate) fn fences() -> Fences {
+    let state = membarrier();
+    Fences {
+        light_publish: state.registered && state.usable,
+        heavy: if state.usable {
+            heavy_barrier
+        } else {
+            Fences::SYMMETRIC.heavy
+        },
+    }
+}
+
+/// How long one sleep may last before the ring is checked again, if this
+/// process cannot issue the heavy barrier: a peer in another process may
+/// publish with a light barrier, and without ours its wake-up can be lost
+/// (the peer's index is then seen on the next check). `None` (no bound)
+/// when `membarrier` works, the normal case.
+pub(crate) fn sleep_slice() -> Option<Duration> {
+    if membarrier().usable {
+        None
+    } else {
+        Some(Duration::from_millis(1))
+    }
+}
+
+/// One end of a connected `AF_UNIX` `SOCK_STREAM` socket pair, used to wake
+/// the peer (one byte per wake-up) and to be woken by it.
 #[derive(Debug)]
-pub(crate) struct EventFd(OwnedFd);
+pub(crate) struct WakeSocket(OwnedFd);
 
 /// Why a [`wait`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Woken {
-    /// The eventfd was notified (and has been drained).
+    /// The peer sent a wake-up (now drained), or the wait was spurious.
     Notified,
-    /// The liveness fd reports the peer gone.
+    /// The peer's end of the socket, or the watched liveness, is gone.
     PeerGone,
     /// The deadline passed.
     TimedOut,
 }
 
-impl EventFd {
-    /// A new eventfd with a count of 0.
-    pub(crate) fn new() -> Result<EventFd, Error> {
-        rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map(EventFd)
-            .map_err(|e| Error::io("creating an eventfd", e))
+/// What [`WakeSocket::drain`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// Nothing is left to read and the peer's end is open.
+    Empty,
+    /// The peer's end is closed: every copy of it, in every process.
+    PeerGone,
+    /// A peer flooding the socket left bytes after a bounded drain; the fd
+    /// is still readable.
+    StillReadable,
+}
+
+/// How many bytes one `recv` of a drain takes: far more than the one byte
+/// per arm an honest peer sends.
+const DRAIN_CHUNK: usize = 64;
+/// How many `recv`s one drain makes at most, so that a peer flooding the
+/// socket cannot keep this side draining forever.
+const DRAIN_ROUNDS: usize = 4;
+
+impl WakeSocket {
+    /// A new connected pair, close-on-exec.
+    pub(crate) fn pair() -> Result<(WakeSocket, WakeSocket), Error> {
+        let (a, b) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| Error::io("creating the wake-up socket pair", e))?;
+        Ok((WakeSocket(a), WakeSocket(b)))
     }
 
-    /// Adopts an fd received from elsewhere, after checking that it is an
-    /// eventfd (through `/proc/self/fd`, when `/proc` is mounted) and making
-    /// it non-blocking, so that a drain can never block.
-    pub(crate) fn adopt(fd: OwnedFd, which: &'static str) -> Result<EventFd, Error> {
-        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        if let Ok(target) = link {
-            if target.as_os_str() != "anon_inode:[eventfd]" {
-                return Err(Rejection::NotEventfd { which }.into());
-            }
+    /// Adopts an fd received from elsewhere, after checking that it is a
+    /// connected Unix stream socket. Its file status flags are left alone:
+    /// every call passes `MSG_DONTWAIT`, so they do not matter.
+    pub(crate) fn adopt(fd: OwnedFd) -> Result<WakeSocket, Error> {
+        let not = |found| Error::from(Rejection::NotWakeSocket { found });
+        match rustix::net::sockopt::socket_domain(&fd) {
+            Ok(AddressFamily::UNIX) => {}
+            Ok(_) => return Err(not("a socket of another address family")),
+            Err(Errno::NOTSOCK) => return Err(not("not a socket")),
+            Err(e) => return Err(Error::io("reading the wake-up socket's domain", e)),
         }
-        rustix::io::ioctl_fionbio(&fd, true)
-            .map_err(|e| Error::io("making an eventfd non-blocking", e))?;
-        Ok(EventFd(fd))
+        match rustix::net::sockopt::socket_type(&fd) {
+            Ok(SocketType::STREAM) => {}
+            Ok(_) => return Err(not("a Unix socket that is not a stream socket")),
+            Err(e) => return Err(Error::io("reading the wake-up socket's type", e)),
+        }
+        match rustix::net::getpeername(&fd) {
+            Ok(_) => Ok(WakeSocket(fd)),
+            Err(Errno::NOTCONN) => Err(not("a Unix stream socket that is not connected")),
+            Err(e) => Err(Error::io("reading the wake-up socket's peer", e)),
+        }
     }
 
-    /// Whether a poll says `events` are ready now (without waiting).
-    fn ready_now(&self, events: PollFlags) -> bool {
-        let mut fds = [PollFd::new(&self.0, events)];
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-    }
-
-    /// Adds 1 to the count, waking a poller.
+    /// Sends the peer one wake-up byte, never blocking.
     ///
-    /// The peer shares the open file description and can clear its
-    /// `O_NONBLOCK`, so the write goes ahead only if a poll says it cannot
-    /// block; otherwise the count is at its maximum, readable anyway.
-    /// (eventfd writes do not support `RWF_NOWAIT`. A peer that fills the
-    /// count between the poll and the write can still block it: see
-    /// docs/safety.md.)
+    /// A full socket buffer (`EAGAIN`) means the peer has unread wake-ups,
+    /// so it is readable anyway; a closed peer (`EPIPE`) has nothing to
+    /// wake. Neither is an error.
     pub(crate) fn notify(&self) -> Result<(), Error> {
-        if !self.ready_now(PollFlags::OUT) {
-            return Ok(());
-        }
-        match rustix::io::write(&self.0, &1u64.to_ne_bytes()) {
-            // EAGAIN: the count is at its maximum, so it is readable anyway.
-            Ok(_) | Err(Errno::AGAIN) => Ok(()),
-            Err(e) => Err(Error::io("writing an eventfd", e)),
-        }
-    }
-
-    /// Resets the count to 0, never blocking: `RWF_NOWAIT` makes this one
-    /// read non-blocking whatever the peer did to the shared file status
-    /// flags (Linux 5.12 and later; before, a poll first, as in
-    /// [`notify`](Self::notify)).
-    pub(crate) fn drain(&self) -> Result<(), Error> {
-        let mut buf = [0u8; 8];
-        let nowait = rustix::io::preadv2(
-            &self.0,
-            &mut [IoSliceMut::new(&mut buf)],
-            u64::MAX,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        );
-        let result = match nowait {
-            Err(Errno::OPNOTSUPP) if self.ready_now(PollFlags::IN) => {
-                rustix::io::read(&self.0, &mut buf)
+        loop {
+            match rustix::net::send(&self.0, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(_) | Err(Errno::AGAIN | Errno::PIPE | Errno::CONNRESET) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::io("sending a wake-up", e)),
             }
-            Err(Errno::OPNOTSUPP) => return Ok(()),
-            other => other,
-        };
-        match result {
-            Ok(_) | Err(Errno::AGAIN) => Ok(()),
-            Err(e) => Err(Error::io("reading an eventfd", e)),
         }
     }
 
-    /// A second fd for the same eventfd.
-    pub(crate) fn try_clone(&self) -> Result<EventFd, Error> {
+    /// Reads what the peer sent, never blocking and in bounded time, and
+    /// tells whether the peer's end is still open.
+    pub(crate) fn drain(&self) -> Result<Drained, Error> {
+        let mut buf = [0u8; DRAIN_CHUNK];
+        let mut rounds = 0;
+        while rounds < DRAIN_ROUNDS {
+            match rustix::net::recv(&self.0, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) | Err(Errno::CONNRESET) => return Ok(Drained::PeerGone),
+                Ok(_) => rounds += 1,
+                Err(Errno::AGAIN) => return Ok(Drained::Empty),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::io("reading wake-ups", e)),
+            }
+        }
+        Ok(Drained::StillReadable)
+    }
+
+    /// A second fd for the same socket end.
+    pub(crate) fn try_clone(&self) -> Result<WakeSocket, Error> {
         self.0
             .try_clone()
-            .map(EventFd)
-            .map_err(|e| Error::io("duplicating an eventfd", e))
+            .map(WakeSocket)
+            .map_err(|e| Error::io("duplicating the wake-up socket", e))
     }
 
     pub(crate) fn into_fd(self) -> OwnedFd {
@@ -120,29 +218,25 @@ impl EventFd {
     }
 }
 
-impl AsFd for EventFd {
+impl AsFd for WakeSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
 }
 
-/// Sleeps until `event` is notified, `peer` reports the peer gone, or
-/// `deadline` passes; drains `event` if it was notified.
+/// Sleeps until the peer sends a wake-up or hangs up, `extra` reports the
+/// peer gone, or `deadline` passes; drains the socket if it was readable.
 ///
-/// Retries on `EINTR` with the time that is left.
+/// Polls at least once, even with a deadline already past, so that a
+/// caller using only very short timeouts still learns that the peer is
+/// gone. Retries on `EINTR` with the time that is left.
 pub(crate) fn wait(
-    event: &EventFd,
-    peer: Option<&Liveness>,
+    socket: &WakeSocket,
+    extra: Option<&Liveness>,
     deadline: Option<Instant>,
 ) -> Result<Woken, Error> {
     loop {
-        let timeout = match deadline {
-            None => None,
-            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return Ok(Woken::TimedOut),
-            },
-        };
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // poll takes a Timespec, so the sleep is as precise as the kernel's
         // timers, not rounded to milliseconds.
         let timespec = timeout.map(|left| rustix::time::Timespec {
@@ -150,12 +244,12 @@ pub(crate) fn wait(
             tv_nsec: left.subsec_nanos().into(),
         });
         let mut fds = [
-            PollFd::new(&event.0, PollFlags::IN),
-            PollFd::new(&event.0, PollFlags::empty()),
+            PollFd::new(&socket.0, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(&socket.0, PollFlags::empty()),
         ];
-        let count = match peer {
-            Some(peer) => {
-                fds[1] = PollFd::new(&peer.fd, peer.events);
+        let count = match extra {
+            Some(extra) => {
+                fds[1] = PollFd::new(&extra.fd, extra.events);
                 2
             }
             None => 1,
@@ -163,25 +257,35 @@ pub(crate) fn wait(
         match rustix::event::poll(&mut fds[..count], timespec.as_ref()) {
             Ok(_) => {}
             Err(Errno::INTR) => continue,
-            Err(e) => return Err(Error::io("poll on the ring's eventfd", e)),
+            Err(e) => return Err(Error::io("poll on the ring's wake-up socket", e)),
         }
-        if !fds[0].revents().is_empty() {
-            event.drain()?;
-            return Ok(Woken::Notified);
-        }
+        // The extra liveness first: a copy of the peer's socket end that
+        // outlived it (and keeps it readable) must not hide its death.
         if count == 2 && !fds[1].revents().is_empty() {
             return Ok(Woken::PeerGone);
+        }
+        if !fds[0].revents().is_empty() {
+            return Ok(match socket.drain()? {
+                Drained::PeerGone => Woken::PeerGone,
+                Drained::Empty | Drained::StillReadable => Woken::Notified,
+            });
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Woken::TimedOut);
         }
     }
 }
 
-/// An fd that becomes ready when the peer process is gone, so that a
-/// blocking call on a ring returns [`Error::Disconnected`] instead of
-/// waiting forever for a peer that was killed (and so never dropped its end).
+/// An extra fd that becomes ready when the peer process is gone.
+///
+/// Every end already learns of its peer's death from its wake-up socket,
+/// which hangs up when the last copy of the peer's end closes. Watch a
+/// process as well when that socket end may outlive it: for instance when
+/// the peer forked and its child inherited the fds, or when your own
+/// process keeps a copy of the peer's fds (a `Command` not yet dropped).
 ///
 /// It is either a pidfd (ready when the process exits) or a connected Unix
-/// socket whose other end the peer holds (ready when the peer's end closes,
-/// which the kernel does when the peer dies).
+/// socket whose other end the peer holds (ready when the peer's end closes).
 ///
 /// ```no_run
 /// use std::process::Command;
@@ -249,17 +353,6 @@ impl Liveness {
         }
     }
 
-    /// A liveness that reports the peer gone from the start: for a peer
-    /// found dead before there was anything to watch.
-    pub(crate) fn gone() -> Result<Liveness, Error> {
-        let fd = rustix::event::eventfd(1, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| Error::io("creating an eventfd", e))?;
-        Ok(Liveness {
-            fd,
-            events: PollFlags::IN,
-        })
-    }
-
     /// Whether the peer is gone now (a poll that does not wait).
     ///
     /// ```
@@ -284,5 +377,168 @@ impl AsFd for Liveness {
     /// readable (a pidfd) or hung up (a socket) when the peer is gone.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+// System calls: not for Miri, which runs the ring core's tests.
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Sends on `socket` until its buffer is full.
+    fn fill(socket: &WakeSocket) {
+        let chunk = [0u8; 4096];
+        while rustix::net::send(&socket.0, &chunk, SendFlags::DONTWAIT).is_ok() {}
+    }
+
+    #[test]
+    fn notify_never_blocks_on_a_full_blocking_socket() {
+        // The peer created the pair, so it shares our end's description;
+        // it left it blocking (the pair is made without O_NONBLOCK) and
+        // never reads. A plain `write` here would block forever.
+        let (ours, _peer) = WakeSocket::pair().unwrap();
+        fill(&ours);
+        let flags = rustix::fs::fcntl_getfl(&ours.0).unwrap();
+        assert!(!flags.contains(rustix::fs::OFlags::NONBLOCK));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = ours.notify();
+            done.send(result.is_ok()).unwrap();
+        });
+        let ok = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("notify blocked on a full socket");
+        assert!(ok);
+    }
+
+    #[test]
+    fn notify_to_a_closed_peer_is_not_an_error() {
+        let (ours, peer) = WakeSocket::pair().unwrap();
+        drop(peer);
+        ours.notify().unwrap();
+    }
+
+    #[test]
+    fn drain_is_bounded_and_tells_a_hang_up() {
+        let (ours, peer) = WakeSocket::pair().unwrap();
+        assert_eq!(ours.drain().unwrap(), Drained::Empty);
+        peer.notify().unwrap();
+        peer.notify().unwrap();
+        assert_eq!(ours.drain().unwrap(), Drained::Empty);
+        // A flood is left partly unread rather than drained for ever.
+        fill(&peer);
+        assert_eq!(ours.drain().unwrap(), Drained::StillReadable);
+        drop(peer);
+        let mut rounds = 0;
+        while ours.drain().unwrap() != Drained::PeerGone {
+            rounds += 1;
+            assert!(rounds < 1 << 20, "never saw the hang-up");
+        }
+    }
+
+    #[test]
+    fn wait_wakes_on_a_byte_a_hang_up_or_the_deadline() {
+        let (ours, peer) = WakeSocket::pair().unwrap();
+        let soon = || Some(Instant::now() + Duration::from_millis(20));
+        assert_eq!(wait(&ours, None, soon()).unwrap(), Woken::TimedOut);
+        peer.notify().unwrap();
+        assert_eq!(wait(&ours, None, soon()).unwrap(), Woken::Notified);
+        assert_eq!(wait(&ours, None, soon()).unwrap(), Woken::TimedOut);
+        drop(peer);
+        assert_eq!(wait(&ours, None, None).unwrap(), Woken::PeerGone);
+    }
+
+    #[test]
+    fn adopt_refuses_what_is_not_a_connected_unix_stream_socket() {
+        let not = |fd: OwnedFd| match WakeSocket::adopt(fd) {
+            Err(Error::Rejected(Rejection::NotWakeSocket { found })) => found,
+            other => panic!("adopted: {other:?}"),
+        };
+        let file = rustix::fs::memfd_create("x", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        assert_eq!(not(file), "not a socket");
+        let datagram = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        assert_eq!(not(datagram.0), "a Unix socket that is not a stream socket");
+        let lone = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+        assert_eq!(not(lone), "a Unix stream socket that is not connected");
+        let udp = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, None).unwrap();
+        assert_eq!(not(udp), "a socket of another address family");
+        let (a, _b) = WakeSocket::pair().unwrap();
+        WakeSocket::adopt(a.into_fd()).unwrap();
+    }
+
+    /// The store-buffering litmus test of the wake-up protocol, `n` times:
+    /// one thread stores `x` then, after a compiler fence only (a light
+    /// publisher), loads `y`; the other stores `y`, runs `heavy`, loads
+    /// `x`. Returns how often both loads saw 0: the outcome that loses a
+    /// wake-up.
+    fn store_buffering(heavy: fn(), n: usize) -> usize {
+        let cells = |v| Arc::new((0..n).map(|_| AtomicU32::new(v)).collect::<Vec<_>>());
+        let (x, y, light_saw) = (cells(0), cells(0), cells(9));
+        // Odd: round i may start; even: round i is over on the light side.
+        let step = Arc::new(AtomicU64::new(0));
+        let light = {
+            let (x, y, light_saw, step) = (x.clone(), y.clone(), light_saw.clone(), step.clone());
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    while step.load(Ordering::Acquire) < 2 * i as u64 + 1 {
+                        std::hint::spin_loop();
+                    }
+                    x[i].store(1, Ordering::Relaxed);
+                    compiler_fence(Ordering::SeqCst);
+                    light_saw[i].store(y[i].load(Ordering::Relaxed), Ordering::Relaxed);
+                    step.fetch_add(1, Ordering::Release);
+                }
+            })
+        };
+        let mut both_zero = 0;
+        for i in 0..n {
+            step.fetch_add(1, Ordering::Release);
+            y[i].store(1, Ordering::Relaxed);
+            heavy();
+            let heavy_saw = x[i].load(Ordering::Relaxed);
+            while step.load(Ordering::Acquire) < 2 * i as u64 + 2 {
+                std::hint::spin_loop();
+            }
+            if heavy_saw == 0 && light_saw[i].load(Ordering::Relaxed) == 0 {
+                both_zero += 1;
+            }
+        }
+        light.join().unwrap();
+        both_zero
+    }
+
+    #[test]
+    fn the_heavy_barrier_orders_a_light_publisher() {
+        let fences = fences();
+        if !fences.light_publish {
+            eprintln!("membarrier is not available here: both sides use full fences");
+            return;
+        }
+        // The control: with a full fence on the heavy side only, the
+        // processor reorders the light side's store and load now and then
+        // (so this harness can see the bug). With the heavy barrier, never.
+        let mut control = 0;
+        for round in 0..40 {
+            control += store_buffering(Fences::SYMMETRIC.heavy, 50_000);
+            let heavy = store_buffering(fences.heavy, 50_000);
+            eprintln!("round {round}: full fence only {control} reordered so far; heavy {heavy}");
+            assert_eq!(
+                heavy, 0,
+                "the heavy barrier let a light publisher's load pass its store"
+            );
+            if control > 0 {
+                return;
+            }
+        }
+        panic!("inconclusive: 2,000,000 rounds without the heavy barrier never reordered");
     }
 }

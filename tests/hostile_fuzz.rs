@@ -31,8 +31,8 @@ fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/hostile_peer")
 }
 
-/// A script that mostly opens a ring (a valid kind, real eventfds, no
-/// header writes), then random operations.
+/// A script that mostly opens a ring (a valid kind, the crate's own wake-up
+/// socket, no header writes), then random operations.
 fn structured() -> impl Strategy<Value = Vec<u8>> {
     let mostly_zero = || prop_oneof![4 => Just(0u8), 1 => any::<u8>()];
     (
@@ -41,16 +41,18 @@ fn structured() -> impl Strategy<Value = Vec<u8>> {
         any::<u8>(),
         mostly_zero(),
         mostly_zero(),
-        mostly_zero(),
+        any::<u8>(),
         any::<u8>(),
         mostly_zero(),
         proptest::collection::vec(any::<u8>(), 0..400),
     )
-        .prop_map(|(kind, role, geometry, tag, dr, sr, live, writes, ops)| {
-            let mut script = vec![kind, role, geometry, tag, dr, sr, live, writes];
-            script.extend(ops);
-            script
-        })
+        .prop_map(
+            |(kind, role, geometry, tag, wake, hold, live, writes, ops)| {
+                let mut script = vec![kind, role, geometry, tag, wake, hold, live, writes];
+                script.extend(ops);
+                script
+            },
+        )
 }
 
 proptest! {
@@ -103,11 +105,19 @@ fn every_seed_of_the_fuzz_corpus_runs_clean() {
 #[test]
 fn the_seed_corpus_is_what_seeds_writes() {
     let _serial = serial();
-    for (name, script) in seeds() {
+    let seeds = seeds();
+    for (name, script) in &seeds {
         let path = corpus_dir().join(name);
         let on_disk = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e}; run write_seed_corpus", path.display()));
-        assert_eq!(on_disk, script, "{name} is stale: run write_seed_corpus");
+        assert_eq!(&on_disk, script, "{name} is stale: run write_seed_corpus");
+    }
+    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(
+            seeds.iter().any(|(seed, _)| name == *seed),
+            "{name:?} is not a seed: run write_seed_corpus"
+        );
     }
 }
 
@@ -136,10 +146,10 @@ fn runs_leak_no_fd_and_no_mapping() {
         let len = (next() % 500) as usize;
         let mut script: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         if i % 2 == 0 && len > 8 {
-            // A valid kind and real eventfds, so that most rings open.
+            // A valid kind and the crate's wake-up socket, so that most
+            // rings open.
             script[0] = (next() % 7) as u8;
             script[4] = 0;
-            script[5] = 0;
         }
         random.push(script);
     }
@@ -202,15 +212,22 @@ const WORDS: &[(&str, u8)] = &[
     ("TAG_MAX", 2),
     ("EXPECT_SAME_TAG", 2 << 2),
     ("EXPECT_OTHER_TAG", 3 << 2),
-    // What is handed over as data_ready and space_ready.
-    ("EV_REAL", 0),
-    ("EV_BLOCKING", 9),
-    ("EV_SATURATED", 10),
-    ("EV_SEMAPHORE", 11),
-    ("EV_SAME", 12),
-    ("EV_PIPE", 13),
-    ("EV_MEMFD", 14),
-    ("EV_SOCKET", 15),
+    // What is handed over as the wake-up socket.
+    ("WAKE_REAL", 0),
+    ("WAKE_FRESH", 7),
+    ("WAKE_HUNG_UP", 8),
+    ("WAKE_DGRAM", 9),
+    ("WAKE_SEQPACKET", 10),
+    ("WAKE_UNCONNECTED", 11),
+    ("WAKE_INET", 12),
+    ("WAKE_EVENTFD", 13),
+    ("WAKE_PIPE", 14),
+    ("WAKE_MEMFD", 15),
+    // How the peer holds the pair: copies of its end, and the honest end's
+    // socket handed over with O_NONBLOCK.
+    ("HOLD_ONE", 0),
+    ("HOLD_TWO", 1),
+    ("NONBLOCKING", 2),
     // The liveness byte: liveness, spin, hand-off (then its shape byte).
     ("LIVE_NONE", 0),
     ("LIVE_SOCKET", 5),
@@ -242,9 +259,21 @@ const WORDS: &[(&str, u8)] = &[
     ("CONFIG", 17),    // then a field, a value spec
     ("POKE", 18),      // then a u16 offset, a width, a value spec
     ("DATA", 19),      // then a u32 offset, a count, the bytes
-    ("EVENT", 20),     // then which, an action
+    ("WAKE", 20),      // then a wake-up socket action (W_...), its argument
     ("PUNCH", 21),     // then a u32 offset, a u32 length
     ("LIVENESS", 22),  // then odd: drop the liveness end; even: fill config
+    // Wake-up socket actions (`World::wake_action`), each then an argument.
+    ("W_PING", 0),         // a spurious wake-up from the peer's end
+    ("W_FLOOD", 1),        // a flood in 0: 1-byte, 1: 64-byte, 2: 4096-byte sends
+    ("W_FILL", 2),         // the honest end's send buffer filled, from its dup
+    ("W_FLAGS", 3),        // 0: clear O_NONBLOCK on both descriptions, 1: set it
+    ("W_STEAL", 4),        // read through the dup 0: one byte, 1: 64, 2: all
+    ("W_READ", 5),         // the peer reads its own end
+    ("W_SHUTDOWN", 6),     // the peer's end shut down for 0: writing, 1: reading, 2: both
+    ("W_CLOSE_ONE", 7),    // one copy of the peer's end closed
+    ("W_SHUT_HONEST", 8),  // the honest end shut down (dup) for 0: reading, 1: writing
+    ("W_CLOSE_ALL", 9),    // every copy of the peer's end closed
+    ("W_FROM_HONEST", 10), // a byte sent from the honest end's socket (dup)
 ];
 
 /// The bytes of a seed script: words of [`WORDS`] and numbers, `a+b` for
@@ -266,12 +295,12 @@ fn bytes(text: &str) -> Vec<u8> {
 }
 
 /// Setups that open a valid ring made by the crate.
-const TX_U64: &str = "RING SENDER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 0 |";
-const RX_U64: &str = "RING RECEIVER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 0 |";
-const TX_BYTES12: &str = "RING SENDER_BYTES12 0 0 EV_REAL EV_REAL LIVE_NONE 0 |";
-const RX_BYTES12: &str = "RING RECEIVER_BYTES12 0 0 EV_REAL EV_REAL LIVE_NONE 0 |";
-const TX_U8: &str = "RING SENDER_U8 0 0 EV_REAL EV_REAL LIVE_NONE 0 |";
-const RX_U8: &str = "RING RECEIVER_U8 0 0 EV_REAL EV_REAL LIVE_NONE 0 |";
+const TX_U64: &str = "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 0 |";
+const RX_U64: &str = "RING RECEIVER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 0 |";
+const TX_BYTES12: &str = "RING SENDER_BYTES12 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 0 |";
+const RX_BYTES12: &str = "RING RECEIVER_BYTES12 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 0 |";
+const TX_U8: &str = "RING SENDER_U8 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 0 |";
+const RX_U8: &str = "RING RECEIVER_U8 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 0 |";
 
 /// The seed corpus: every kind of fd, every call, every peer action.
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -292,12 +321,22 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             format!("{RX_U8} HONEST 255 15 7 SLICE 2 SLICE 3 HONEST 9 0 1 TRY IS_FULL"),
         ),
         (
+            // The peer fills the sender's send buffer from its dup: the
+            // wake-up of the publish that follows finds no room.
             "sender_full_then_timeouts",
-            format!("{TX_U64} SLICE 2 TRY TIMEOUT 6 WITH_TIMEOUT 0 7 PREPARE_WAIT HONEST 1 0 TRY"),
+            format!(
+                "{TX_U64} SLICE 2 TRY WAKE W_FILL 2 TIMEOUT 6 WITH_TIMEOUT 0 7 PREPARE_WAIT \
+                 ARMED 0 1 FORGE 0 0 0 TRY HONEST 1 0 TRY"
+            ),
         ),
         (
+            // A flood (spurious wake-ups, partly drained: prepare_wait says
+            // retry), then stolen (prepare_wait says wait).
             "receiver_empty_then_timeouts",
-            format!("{RX_U64} TRY TIMEOUT 6 WITH_TIMEOUT 0 7 PREPARE_WAIT HONEST 5 0 1 TIMEOUT 3"),
+            format!(
+                "{RX_U64} TRY WAKE W_FLOOD 1 TIMEOUT 6 PREPARE_WAIT WAKE W_STEAL 2 PREPARE_WAIT \
+                 WITH_TIMEOUT 0 7 HONEST 5 0 1 TIMEOUT 3"
+            ),
         ),
         (
             "sender_read_index_past_write",
@@ -328,18 +367,31 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             format!("{RX_U64} HONEST 50 0 1 WITH_PEER 3 0 7 0 8 TRY WITH 0"),
         ),
         (
+            // With the peer's end shut down for reading and the sender's for
+            // writing (both harmless: its wake-ups fail with EPIPE).
             "armed_and_closed_words",
             format!(
-                "{TX_U64} ARMED 0 1 TRY ARMED 0 2 WITH 0 CLOSED 0 1 TRY TIMEOUT 3 PREPARE_WAIT"
+                "{TX_U64} ARMED 0 1 TRY WAKE W_SHUTDOWN 1 ARMED 0 2 WITH 0 WAKE W_SHUT_HONEST 1 \
+                 ARMED 0 1 TRY CLOSED 0 1 TRY TIMEOUT 3 PREPARE_WAIT"
             ),
         ),
         (
+            // The receiver's send buffer full when it releases to an armed
+            // producer.
             "producer_closed_after_items",
-            format!("{RX_U8} HONEST 3 0 9 CLOSED 1 1 TRY TRY TRY TRY PREPARE_WAIT"),
+            format!(
+                "{RX_U8} HONEST 3 0 9 WAKE W_FILL 2 ARMED 1 1 CLOSED 1 1 TRY TRY TRY TRY \
+                 PREPARE_WAIT"
+            ),
         ),
         (
+            // The sender's socket shut down for reading through the dup: it
+            // reads end-of-file, as if the peer hung up.
             "config_scribbled_then_reopen",
-            format!("{TX_U64} TRY CONFIG 7 6 1 TRY REOPEN TRY CONFIG 0 0 0 REOPEN"),
+            format!(
+                "{TX_U64} TRY CONFIG 7 6 1 TRY WAKE W_SHUT_HONEST 0 REOPEN SLICE 2 TIMEOUT 3 \
+                 CONFIG 0 0 0 REOPEN"
+            ),
         ),
         (
             "reopen_with_scribbled_own_index",
@@ -358,132 +410,157 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             format!("{TX_U64} TRY TRY PUNCH 0 0 0 0 0 16 0 0 TRY LEN WITH 0"),
         ),
         (
-            "eventfd_saturated_by_the_peer",
-            format!(
-                "{RX_U64} EVENT 1 1 ARMED 1 1 HONEST 4 0 1 TRY PREPARE_WAIT EVENT 0 2 TIMEOUT 6"
-            ),
-        ),
-        (
             "liveness_socket_dropped",
-            "RING SENDER_U64 0 0 EV_REAL EV_REAL LIVE_SOCKET 0 | SLICE 2 TIMEOUT 3 \
+            "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_SOCKET 0 | SLICE 2 TIMEOUT 3 \
              LIVENESS 1 PREPARE_WAIT TRY TIMEOUT 3"
                 .into(),
         ),
         (
             "liveness_gone_receiver",
-            "HANDMADE RECEIVER_U64 0 0 EV_REAL EV_REAL LIVE_GONE+SPIN_1US 0 | \
+            "HANDMADE RECEIVER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_GONE+SPIN_1US 0 | \
              TRY TIMEOUT 3 PREPARE_WAIT TRY"
                 .into(),
         ),
         (
             "liveness_pidfd_default_spin",
-            "HANDMADE RECEIVER_U8 0 0 EV_REAL EV_REAL LIVE_PIDFD+SPIN_DEFAULT 0 | \
+            "HANDMADE RECEIVER_U8 0 0 WAKE_REAL HOLD_ONE LIVE_PIDFD+SPIN_DEFAULT 0 | \
              TIMEOUT 4 PREPARE_WAIT TRY"
                 .into(),
         ),
         (
+            // The peer keeps two copies of its end of a fresh pair: closing
+            // one is no hang-up, closing both is.
             "handmade_two_page_offset",
-            format!("HANDMADE SENDER_U64 5 0 EV_REAL EV_REAL LIVE_NONE 0 | {stream}"),
+            format!(
+                "HANDMADE SENDER_U64 5 0 WAKE_FRESH HOLD_TWO LIVE_NONE 0 | {stream} SLICE 2 \
+                 WAKE W_CLOSE_ONE 0 TIMEOUT 4 PREPARE_WAIT WAKE W_CLOSE_ONE 0 TIMEOUT 4 TRY"
+            ),
         ),
         (
             "type_tags_match",
-            "RING RECEIVER_U64 0 TAG_5EED+EXPECT_SAME_TAG EV_REAL EV_REAL LIVE_NONE 0 | TRY".into(),
+            "RING RECEIVER_U64 0 TAG_5EED+EXPECT_SAME_TAG WAKE_REAL HOLD_ONE LIVE_NONE 0 | TRY"
+                .into(),
         ),
         (
+            // The type tag is checked before the wake-up fd.
             "type_tags_differ",
-            "RING SENDER_U64 0 TAG_MAX+EXPECT_OTHER_TAG EV_REAL EV_REAL LIVE_NONE 0".into(),
+            "RING SENDER_U64 0 TAG_MAX+EXPECT_OTHER_TAG WAKE_UNCONNECTED HOLD_ONE LIVE_NONE 0"
+                .into(),
         ),
         (
             "another_item_type",
-            "RING SENDER_U64+OTHER_RING_ITEM 0 0 EV_REAL EV_REAL LIVE_NONE 0".into(),
+            "RING SENDER_U64+OTHER_RING_ITEM 0 0 WAKE_MEMFD HOLD_ONE LIVE_NONE 0".into(),
         ),
         (
             // read index 1, write index 200, the consumer armed.
             "indices_written_before_open",
-            "RING SENDER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 3 9 1 1 8 1 200 11 6 1 | TRY LEN".into(),
+            "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 3 9 1 1 8 1 200 11 6 1 | TRY LEN"
+                .into(),
         ),
         (
             "capacity_written_before_open",
-            "RING SENDER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 1 5 1 1".into(),
+            "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 1 5 1 1".into(),
         ),
         (
             "config_filled_before_open",
-            format!("HANDMADE RECEIVER_U64 0 0 EV_REAL EV_REAL LIVE_NONE FILL_CONFIG {fill}"),
+            format!("HANDMADE RECEIVER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_NONE FILL_CONFIG {fill}"),
         ),
-        ("unsealed", "UNSEALED SENDER_U64".into()),
+        // The memfd is checked before the wake-up fd: these bad memfds come
+        // with bad wake-up fds too.
+        ("unsealed", "UNSEALED SENDER_U64 0 0 WAKE_EVENTFD".into()),
         ("missing_a_seal", "SOME_SEALS 5 RECEIVER_U64".into()),
-        ("write_sealed", "SOME_SEALS 15 SENDER_U64".into()),
+        (
+            "write_sealed",
+            "SOME_SEALS 15 SENDER_U64 0 0 WAKE_INET".into(),
+        ),
         ("future_write_sealed", "SOME_SEALS 23 RECEIVER_U8".into()),
         (
+            // Handed over hung up: the peer is gone from the start.
             "sealed_exactly",
-            "SOME_SEALS 7 SENDER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 0 | TRY TRY".into(),
+            "SOME_SEALS 7 SENDER_U64 0 0 WAKE_HUNG_UP HOLD_ONE LIVE_NONE 0 | \
+             TRY TRY SLICE 2 TIMEOUT 3 PREPARE_WAIT TRY"
+                .into(),
         ),
         ("too_small_empty", "TOO_SMALL 0 SENDER_U64".into()),
-        ("too_small_767", "TOO_SMALL 2 RECEIVER_U64".into()),
+        (
+            "too_small_767",
+            "TOO_SMALL 2 RECEIVER_U64 0 0 WAKE_DGRAM".into(),
+        ),
         ("too_small_page_less_one", "TOO_SMALL 4 SENDER_U8".into()),
-        ("odd_size_larger", "ODD_SIZE 1 0 SENDER_U64".into()),
+        (
+            "odd_size_larger",
+            "ODD_SIZE 1 0 SENDER_U64 0 0 WAKE_PIPE".into(),
+        ),
         ("odd_size_smaller", "ODD_SIZE 1 128 RECEIVER_U64".into()),
-        ("regular_file", "REGULAR_FILE SENDER_U64".into()),
+        (
+            "regular_file",
+            "REGULAR_FILE SENDER_U64 0 0 WAKE_SEQPACKET".into(),
+        ),
         ("reopened_read_only", "REOPENED 0 SENDER_U64".into()),
         ("reopened_o_path", "REOPENED 2 RECEIVER_U64".into()),
         (
+            // The peer hangs up mid-stream: the items come first, then
+            // `Disconnected`, also after a reopen.
             "reopened_read_write",
-            "REOPENED 3 SENDER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 0 | TRY LEN".into(),
+            "REOPENED 3 RECEIVER_U64 0 0 WAKE_REAL HOLD_TWO LIVE_NONE 0 | \
+             HONEST 3 0 1 WAKE W_CLOSE_ALL 0 TRY LEN REOPEN TRY TRY TIMEOUT 3 PREPARE_WAIT"
+                .into(),
         ),
         ("pipe_as_memfd", "PIPE SENDER_U64".into()),
         ("eventfd_as_memfd", "EVENTFD RECEIVER_U64".into()),
         ("socket_as_memfd", "SOCKET SENDER_U64".into()),
         (
-            "pipe_as_data_ready",
-            "RING SENDER_U64 0 0 EV_PIPE EV_REAL LIVE_NONE 0".into(),
+            "pipe_as_wake",
+            "RING SENDER_U64 0 0 WAKE_PIPE HOLD_ONE LIVE_NONE 0".into(),
         ),
         (
-            "memfd_as_space_ready",
-            "RING RECEIVER_U64 0 0 EV_REAL EV_MEMFD LIVE_NONE 0".into(),
+            "memfd_as_wake",
+            "RING RECEIVER_U64 0 0 WAKE_MEMFD HOLD_ONE LIVE_NONE 0".into(),
         ),
         (
-            "socket_as_space_ready",
-            "HANDMADE SENDER_U64 0 0 EV_REAL EV_SOCKET LIVE_NONE 0".into(),
+            "eventfd_as_wake",
+            "RING SENDER_U64 0 0 WAKE_EVENTFD HOLD_ONE LIVE_NONE 0".into(),
         ),
         (
-            "one_eventfd_for_both",
-            "RING RECEIVER_U64 0 0 EV_REAL EV_SAME LIVE_NONE 0 | \
-             TRY PREPARE_WAIT HONEST 1 0 1 TRY"
-                .into(),
+            "datagram_socket_as_wake",
+            "HANDMADE SENDER_U64 0 0 WAKE_DGRAM HOLD_ONE LIVE_NONE 0".into(),
         ),
         (
-            "blocking_eventfds",
-            "RING SENDER_U64 0 0 EV_BLOCKING EV_BLOCKING LIVE_NONE 0 | \
-             SLICE 2 PREPARE_WAIT ARMED 0 1 HONEST 9 0 TRY TIMEOUT 4"
-                .into(),
+            "seqpacket_socket_as_wake",
+            "RING RECEIVER_U8 0 0 WAKE_SEQPACKET HOLD_ONE LIVE_NONE 0".into(),
         ),
         (
-            "saturated_and_semaphore_eventfds",
-            "RING SENDER_U8 0 0 EV_SATURATED EV_SEMAPHORE LIVE_NONE 0 | \
-             ARMED 0 1 TRY SLICE 2 TIMEOUT 3 PREPARE_WAIT"
-                .into(),
+            "unconnected_socket_as_wake",
+            "HANDMADE RECEIVER_U64 0 0 WAKE_UNCONNECTED HOLD_ONE LIVE_NONE 0".into(),
         ),
         (
+            "inet_socket_as_wake",
+            "RING SENDER_BYTES12 0 0 WAKE_INET HOLD_ONE LIVE_NONE 0".into(),
+        ),
+        (
+            // The hand-off socket is the liveness; the peer shuts its end of
+            // the wake-up pair for writing, which the receiver reads as a
+            // hang-up once it has the items.
             "handoff_well_formed",
-            "RING RECEIVER_U64 0 0 EV_REAL EV_REAL HANDOFF 0 0 | \
-             HONEST 2 0 1 TRY TRY LIVENESS 1 TIMEOUT 3"
+            "RING RECEIVER_U64 0 0 WAKE_REAL HOLD_ONE HANDOFF 0 0 | \
+             HONEST 2 0 1 TRY WAKE W_SHUTDOWN 0 TRY TIMEOUT 3 LIVENESS 1 TIMEOUT 3"
                 .into(),
         ),
         (
             "handoff_bad_bytes",
-            "RING SENDER_U64 0 0 EV_REAL EV_REAL HANDOFF 2 0".into(),
+            "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE HANDOFF 2 0".into(),
         ),
         (
             "handoff_short",
-            "RING SENDER_U64 0 0 EV_REAL EV_REAL HANDOFF 3 0".into(),
+            "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE HANDOFF 3 0".into(),
         ),
         (
             "handoff_no_fds",
-            "RING RECEIVER_U64 0 0 EV_REAL EV_REAL HANDOFF 16 0".into(),
+            "RING RECEIVER_U64 0 0 WAKE_REAL HOLD_ONE HANDOFF 16 0".into(),
         ),
         (
             "handoff_nine_fds",
-            "RING SENDER_U64 0 0 EV_REAL EV_REAL HANDOFF 28 0".into(),
+            "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE HANDOFF 28 0".into(),
         ),
         ("known_try_send_blocks", SCRIPT_TRY_SEND_BLOCKS.into()),
         (
@@ -506,12 +583,20 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 #[test]
-#[ignore = "writes fuzz/corpus/hostile_peer/; run it after changing `seeds`"]
+#[ignore = "writes fuzz/corpus/hostile_peer/ (and removes what is not a seed); run it after changing `seeds`"]
 fn write_seed_corpus() {
     let _serial = serial();
     let dir = corpus_dir();
     std::fs::create_dir_all(&dir).unwrap();
-    for (name, script) in seeds() {
+    let seeds = seeds();
+    // Seeds no longer in the list go (the fuzzer's finds are kept elsewhere).
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        if !seeds.iter().any(|(seed, _)| entry.file_name() == *seed) {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    for (name, script) in seeds {
         std::fs::write(dir.join(name), script).unwrap();
     }
 }
@@ -540,27 +625,35 @@ const STRICT: Options = Options {
     corrupted_before_gone: true,
 };
 
-/// The peer clears `O_NONBLOCK` on `data_ready` (its dup shares the open
-/// file description), saturates it and arms the consumer: the sender's next
-/// publish writes the eventfd, and `write` blocks until someone reads it.
-const SCRIPT_TRY_SEND_BLOCKS: &str =
-    "RING SENDER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 0 | EVENT 0 1 ARMED 0 1 EVENT 0 3 TRY";
+/// The peer fills the sender's send buffer from its dup of the sender's
+/// socket (it shares the open file description), clears `O_NONBLOCK` on it
+/// and arms the consumer: the sender's next publish sends a wake-up, which
+/// a plain `write` would make wait until someone reads. (Found with
+/// eventfds, which a peer could saturate: fdring then blocked in `write`.)
+const SCRIPT_TRY_SEND_BLOCKS: &str = "RING SENDER_U64 0 0 WAKE_REAL NONBLOCKING LIVE_NONE 0 | \
+     WAKE W_FILL 2 ARMED 0 1 WAKE W_FLAGS 0 TRY";
 
-/// The same on the receiver's side: `prepare_wait` drains `data_ready`
-/// with a `read` that blocks while the count is 0.
+/// The same on the receiver's side: `prepare_wait` drains its socket, now
+/// blocking and empty, where a plain `read` would wait for ever.
 const SCRIPT_PREPARE_WAIT_BLOCKS: &str =
-    "RING RECEIVER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 0 | EVENT 0 3 PREPARE_WAIT";
+    "RING RECEIVER_U64 0 0 WAKE_REAL NONBLOCKING LIVE_NONE 0 | WAKE W_FLAGS 0 PREPARE_WAIT";
 
 /// The producer's index jumps past the capacity (reported), then comes
 /// back to the receiver's own: `prepare_wait` says "wait" on the corrupted
 /// ring.
 const SCRIPT_PREPARE_WAIT_ON_CORRUPTED: &str =
-    "RING RECEIVER_U64 0 0 EV_REAL EV_REAL LIVE_NONE 0 | FORGE 0 0 4 TRY FORGE 0 0 0 PREPARE_WAIT TRY";
+    "RING RECEIVER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_NONE 0 | FORGE 0 0 4 TRY FORGE 0 0 0 PREPARE_WAIT TRY";
 
 /// The consumer's index goes past the sender's (reported), then the peer's
 /// process goes: the sender answers `Disconnected`, no longer `Corrupted`.
 const SCRIPT_GONE_HIDES_CORRUPTION: &str =
-    "RING SENDER_U64 0 0 EV_REAL EV_REAL LIVE_SOCKET 0 | FORGE 0 0 5 WITH 0 LIVENESS 1 PREPARE_WAIT TRY";
+    "RING SENDER_U64 0 0 WAKE_REAL HOLD_ONE LIVE_SOCKET 0 | FORGE 0 0 5 WITH 0 LIVENESS 1 PREPARE_WAIT TRY";
+
+/// The same with the main sign of a peer's death: every copy of its end of
+/// the wake-up pair closed.
+const SCRIPT_HANG_UP_HIDES_CORRUPTION: &str =
+    "RING SENDER_U64 0 0 WAKE_REAL HOLD_TWO LIVE_NONE 0 | FORGE 0 0 5 WITH 0 WAKE W_CLOSE_ONE 0 \
+     WAKE W_CLOSE_ONE 0 PREPARE_WAIT TIMEOUT 3 TRY";
 
 #[test]
 fn the_finding_scripts_pass_with_every_check_off() {
@@ -570,6 +663,7 @@ fn the_finding_scripts_pass_with_every_check_off() {
         SCRIPT_PREPARE_WAIT_BLOCKS,
         SCRIPT_PREPARE_WAIT_ON_CORRUPTED,
         SCRIPT_GONE_HIDES_CORRUPTION,
+        SCRIPT_HANG_UP_HIDES_CORRUPTION,
     ] {
         hostile::run_with(&bytes(script), Options::default());
     }
@@ -601,46 +695,63 @@ fn prepare_wait_on_a_corrupted_ring_says_retry() {
 fn a_gone_peer_does_not_hide_a_corruption_from_the_sender() {
     let _serial = serial();
     hostile::run_with(&bytes(SCRIPT_GONE_HIDES_CORRUPTION), STRICT);
+    hostile::run_with(&bytes(SCRIPT_HANG_UP_HIDES_CORRUPTION), STRICT);
 }
 
-/// The same four, at the level of the API, for whoever fixes them.
+/// The same four, at the level of the API, for whoever fixes them (the
+/// first two in their wake-up socket form).
 mod found_by_the_fuzzer {
+    use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::Ordering;
 
     use fdring::{channel, Corruption, Error, Liveness, Receiver, Sender};
     use rustix::fs::OFlags;
+    use rustix::net::SendFlags;
 
     use super::hostile::{Raw, CONSUMER_ARMED};
     use super::{serial, within_5s};
 
+    /// Sends on `fd` until its send buffer is full.
+    fn fill(fd: &OwnedFd) {
+        let chunk = [0u8; 4096];
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        while rustix::net::send(fd, &chunk, flags).is_ok() {}
+    }
+
+    fn make_blocking(fd: &OwnedFd) {
+        let flags = rustix::fs::fcntl_getfl(fd).unwrap();
+        rustix::fs::fcntl_setfl(fd, flags - OFlags::NONBLOCK).unwrap();
+    }
+
     #[test]
-    fn try_send_returns_though_the_peer_made_data_ready_blocking_and_full() {
+    fn try_send_returns_though_the_peer_made_its_socket_blocking_and_full() {
         let _serial = serial();
         within_5s("try_send", || {
             let (tx, _rx) = channel::<u64>(1).unwrap();
             let fds = tx.into_fds().unwrap();
-            let peer = fds.data_ready.try_clone().unwrap();
+            // A dup of the sender's own socket, as the ring's creator could
+            // keep: the same open file description.
+            let peer = fds.wake.try_clone().unwrap();
             let raw = Raw::map(&fds.memfd);
             let mut tx = Sender::<u64>::from_fds(fds).unwrap();
-            rustix::io::write(&peer, &(u64::MAX - 1).to_ne_bytes()).unwrap();
+            fill(&peer);
             raw.u32_at(CONSUMER_ARMED).store(1, Ordering::SeqCst);
-            let flags = rustix::fs::fcntl_getfl(&peer).unwrap();
-            rustix::fs::fcntl_setfl(&peer, flags - OFlags::NONBLOCK).unwrap();
+            make_blocking(&peer);
             assert_eq!(tx.try_send(1), Ok(()));
+            assert_eq!(tx.stats().wakeups, 1);
         });
     }
 
     #[test]
-    fn prepare_wait_returns_though_the_peer_made_data_ready_blocking() {
+    fn prepare_wait_returns_though_the_peer_made_its_socket_blocking() {
         let _serial = serial();
         within_5s("prepare_wait", || {
             let (tx, rx) = channel::<u64>(1).unwrap();
             let fds = rx.into_fds().unwrap();
-            let peer = fds.data_ready.try_clone().unwrap();
+            let peer = fds.wake.try_clone().unwrap();
             let mut rx = Receiver::<u64>::from_fds(fds).unwrap();
-            let flags = rustix::fs::fcntl_getfl(&peer).unwrap();
-            rustix::fs::fcntl_setfl(&peer, flags - OFlags::NONBLOCK).unwrap();
+            make_blocking(&peer);
             assert_eq!(rx.prepare_wait(), Ok(true));
             drop(tx);
         });
@@ -697,5 +808,30 @@ mod found_by_the_fuzzer {
             capacity: raw.capacity,
         });
         assert_eq!(tx.try_send(1), Err(corrupted));
+    }
+
+    #[test]
+    fn a_corrupted_sender_stays_corrupted_when_its_peer_hangs_up() {
+        let _serial = serial();
+        let (mut tx, rx) = channel::<u64>(1).unwrap();
+        let fds = rx.into_fds().unwrap();
+        let raw = Raw::map(&fds.memfd);
+        raw.read_index().store(5, Ordering::Release);
+        let corrupted = || {
+            Error::Corrupted(Corruption::IndexOutOfRange {
+                write: 0,
+                read: 5,
+                capacity: raw.capacity,
+            })
+        };
+        assert_eq!(tx.try_send_with(|slots| slots.len()), Err(corrupted()));
+        // The receiver's socket end, its last copy: a hang-up.
+        drop(fds);
+        assert_eq!(tx.prepare_wait(), Ok(false));
+        assert_eq!(tx.try_send(1), Err(corrupted()));
+        assert_eq!(
+            tx.send_timeout(1, std::time::Duration::from_secs(5)),
+            Err(corrupted())
+        );
     }
 }

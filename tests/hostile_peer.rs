@@ -4,41 +4,79 @@
 //! `MAP_SHARED` mapping of a dup'd fd) and, between the honest end's calls
 //! (and sometimes inside its closures), writes whatever it likes into the
 //! shared header: indices out of range, going backwards, `u64::MAX`, random
-//! values, the configuration line, the armed and closed words.
+//! values, the configuration line, the armed and closed words. It holds
+//! its end of the wake-up socket pair, and sometimes, as the ring's hostile
+//! creator could, a dup of the honest end's own socket: it floods the
+//! honest end, fills its send buffer, makes the shared description
+//! blocking, steals its wake-ups, or hangs up.
 //!
 //! The honest end must answer each call with a valid result or with
 //! `Error::Corrupted`, sticky from then on; it must never panic, hand a
-//! closure more than `capacity` items, or hang.
+//! closure more than `capacity` items, or hang; and once the peer hung up,
+//! a wait must end in `Disconnected`, not at its deadline.
 
 use std::collections::BTreeSet;
 use std::mem::MaybeUninit;
+use std::ops::Deref;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use fdring::{channel, Corruption, Error, Fds, Receiver, Rejection, Sender};
 use proptest::prelude::*;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::OFlags;
+use rustix::net::{RecvFlags, SendFlags, Shutdown};
 
 #[path = "support/raw.rs"]
 mod raw;
 
 use raw::*;
 
-/// An honest receiver whose producer is the hostile `Raw`: the honest
+/// The hostile peer of one honest end: its own mapping of the memfd (what
+/// it derefs to) and its end of the honest end's wake-up socket pair,
+/// which it keeps open so that the honest end does not see it hang up.
+struct Peer {
+    raw: Raw,
+    wake: OwnedFd,
+}
+
+impl Deref for Peer {
+    type Target = Raw;
+
+    fn deref(&self) -> &Raw {
+        &self.raw
+    }
+}
+
+/// An honest receiver whose producer is the hostile `Peer`: the honest
 /// sender gave its fds away (without closing) and is gone.
-fn honest_receiver(capacity: usize) -> (Receiver<u64>, Raw) {
+fn honest_receiver(capacity: usize) -> (Receiver<u64>, Peer) {
     let (tx, rx) = channel::<u64>(capacity).unwrap();
     let fds = tx.into_fds().unwrap();
     let raw = Raw::map(&fds.memfd);
-    (rx, raw)
+    (
+        rx,
+        Peer {
+            raw,
+            wake: fds.wake,
+        },
+    )
 }
 
-/// An honest sender whose consumer is the hostile `Raw`.
-fn honest_sender(capacity: usize) -> (Sender<u64>, Raw) {
+/// An honest sender whose consumer is the hostile `Peer`.
+fn honest_sender(capacity: usize) -> (Sender<u64>, Peer) {
     let (tx, rx) = channel::<u64>(capacity).unwrap();
     let fds = rx.into_fds().unwrap();
     let raw = Raw::map(&fds.memfd);
-    (tx, raw)
+    (
+        tx,
+        Peer {
+            raw,
+            wake: fds.wake,
+        },
+    )
 }
 
 /// Both honest ends and a third party mapping their memfd.
@@ -610,9 +648,9 @@ fn armed_words_set_by_the_peer_cost_wake_ups_and_nothing_else() {
         expect += 1;
     }
     assert_eq!(expect, 3 * cap);
-    assert!(tx.stats().eventfd_writes > 0);
-    assert!(rx.stats().eventfd_writes > 0);
-    // Spurious wake-ups left on the eventfds make a wait return early and
+    assert!(tx.stats().wakeups > 0);
+    assert!(rx.stats().wakeups > 0);
+    // Spurious wake-ups left on the sockets make a wait return early and
     // look again; they never invent items or space.
     assert_eq!(
         rx.recv_timeout(Duration::from_millis(20)),
@@ -692,8 +730,11 @@ fn within_5s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     std::thread::spawn(move || {
         let _ = done.send(f());
     });
-    wait.recv_timeout(Duration::from_secs(5))
-        .expect("a blocking call hung")
+    match wait.recv_timeout(Duration::from_secs(5)) {
+        Ok(result) => result,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("a blocking call hung"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the checked calls panicked"),
+    }
 }
 
 #[test]
@@ -747,18 +788,20 @@ fn a_forged_consumer_closed_word_disconnects_the_sender_at_once() {
 
 #[test]
 fn a_closed_word_forged_while_the_receiver_sleeps_ends_its_wait() {
-    // Without an eventfd write the sleeper only notices at its deadline;
-    // with one (any peer can write the eventfd) it notices at once. Either
-    // way it returns `Disconnected`, not a hang.
+    // Without a wake-up the sleeper only notices at its deadline; with one
+    // (the peer sends a byte on its end) it notices at once. Either way it
+    // returns `Disconnected`, not a hang. The peer keeps its end open until
+    // the end: a hang-up would disconnect the receiver by itself.
     let (tx, mut rx) = channel::<u64>(1).unwrap();
     let fds: Fds = tx.into_fds().unwrap();
     let raw = Arc::new(Raw::map(&fds.memfd));
     let peer = Arc::clone(&raw);
-    let data_ready = fds.data_ready;
+    let wake = fds.wake;
     let forger = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(20));
         peer.u32_at(CLOSED_PRODUCER).store(1, Ordering::Release);
-        rustix::io::write(&data_ready, &1u64.to_ne_bytes()).unwrap();
+        rustix::net::send(&wake, &[1], rustix::net::SendFlags::DONTWAIT).unwrap();
+        wake
     });
     let start = Instant::now();
     assert_eq!(
@@ -767,6 +810,337 @@ fn a_closed_word_forged_while_the_receiver_sleeps_ends_its_wait() {
     );
     assert!(start.elapsed() < Duration::from_secs(4));
     forger.join().unwrap();
+}
+
+// ---- the wake-up sockets ---------------------------------------------------
+
+/// The flags of every send of the peer: it never blocks, and a closed
+/// socket is `EPIPE`, not `SIGPIPE`.
+const DONTWAIT: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
+
+/// Sends on `fd` until its send buffer is full; returns the bytes sent.
+fn fill(fd: &OwnedFd) -> usize {
+    let chunk = [0x5a; 4096];
+    let mut sent = 0;
+    while let Ok(n) = rustix::net::send(fd, &chunk, DONTWAIT) {
+        sent += n;
+    }
+    sent
+}
+
+fn make_blocking(fd: &OwnedFd) {
+    let flags = rustix::fs::fcntl_getfl(fd).unwrap();
+    rustix::fs::fcntl_setfl(fd, flags - OFlags::NONBLOCK).unwrap();
+}
+
+fn is_blocking(fd: &OwnedFd) -> bool {
+    !rustix::fs::fcntl_getfl(fd)
+        .unwrap()
+        .contains(OFlags::NONBLOCK)
+}
+
+/// Whether `fd` is ready for `flags` now (a poll that does not wait).
+fn ready(fd: impl AsFd, flags: PollFlags) -> bool {
+    let mut fds = [PollFd::new(&fd, flags)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).unwrap() > 0
+}
+
+/// Runs `f` while another thread repeats `peer` (which must not block).
+fn while_the_peer_repeats<R>(peer: impl Fn() + Sync, f: impl FnOnce() -> R) -> R {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                peer();
+                std::thread::yield_now();
+            }
+        });
+        f()
+    })
+}
+
+/// Both ends honest, each opened from fds, and the ring's creator keeping
+/// a dup of each end's socket (the same open file descriptions): the
+/// sender's dup, then the receiver's.
+fn pair_with_dups() -> (Sender<u64>, Receiver<u64>, Raw, OwnedFd, OwnedFd) {
+    let (tx, rx) = channel::<u64>(1).unwrap();
+    let (tx_fds, rx_fds) = (tx.into_fds().unwrap(), rx.into_fds().unwrap());
+    let tx_dup = tx_fds.wake.try_clone().unwrap();
+    let rx_dup = rx_fds.wake.try_clone().unwrap();
+    let raw = Raw::map(&tx_fds.memfd);
+    let tx = Sender::from_fds(tx_fds).unwrap();
+    let rx = Receiver::from_fds(rx_fds).unwrap();
+    (tx, rx, raw, tx_dup, rx_dup)
+}
+
+#[test]
+fn a_wake_up_never_blocks_on_a_full_blocking_shared_socket() {
+    // The ring's creator kept a dup of each end's socket: it fills each
+    // end's send buffer from it (the other side never reads) and makes the
+    // shared descriptions blocking, so that a plain `write` of a wake-up
+    // would wait for ever. Then it arms the words: every publish, release
+    // and close must wake the other side and return.
+    let (mut tx, mut rx, raw, tx_dup, rx_dup) = pair_with_dups();
+    for dup in [&tx_dup, &rx_dup] {
+        assert!(fill(dup) > 0);
+        make_blocking(dup);
+        assert!(is_blocking(dup));
+        assert!(!ready(dup, PollFlags::OUT), "a write here would block");
+    }
+    let (tx_dup, rx_dup) = within_5s(move || {
+        raw.u32_at(CONSUMER_ARMED).store(1, Ordering::SeqCst);
+        assert_eq!(tx.try_send(1), Ok(()));
+        assert_eq!(tx.stats().wakeups, 1, "the armed receiver was not woken");
+        raw.u32_at(PRODUCER_ARMED).store(1, Ordering::SeqCst);
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.stats().wakeups, 1, "the armed sender was not woken");
+        // The calls that may wait, too (they have no reason to).
+        raw.u32_at(CONSUMER_ARMED).store(1, Ordering::SeqCst);
+        assert_eq!(tx.send(2), Ok(()));
+        raw.u32_at(PRODUCER_ARMED).store(1, Ordering::SeqCst);
+        assert_eq!(rx.recv(), Ok(2));
+        assert_eq!((tx.stats().wakeups, rx.stats().wakeups), (2, 2));
+        // Closing wakes an armed peer as well.
+        raw.u32_at(CONSUMER_ARMED).store(1, Ordering::SeqCst);
+        drop(tx);
+        raw.u32_at(PRODUCER_ARMED).store(1, Ordering::SeqCst);
+        drop(rx);
+        (tx_dup, rx_dup)
+    });
+    // The honest ends never touched the flags they share with the creator.
+    assert!(is_blocking(&tx_dup) && is_blocking(&rx_dup));
+}
+
+#[test]
+fn a_blocking_shared_socket_cannot_block_a_drain() {
+    // The receiver's socket made blocking by the creator's dup: draining
+    // it (in `prepare_wait`, and after each sleep) reads until it would
+    // block, which a plain `read` would do for ever.
+    let (tx, rx) = channel::<u64>(1).unwrap();
+    let fds = rx.into_fds().unwrap();
+    let dup = fds.wake.try_clone().unwrap();
+    let mut rx = Receiver::<u64>::from_fds(fds).unwrap();
+    make_blocking(&dup);
+    let peer = tx.into_fds().unwrap().wake;
+    let (rx, peer) = within_5s(move || {
+        assert_eq!(rx.prepare_wait(), Ok(true));
+        // A spurious wake-up: one byte, then nothing to read.
+        rustix::net::send(&peer, &[1], DONTWAIT).unwrap();
+        assert_eq!(rx.prepare_wait(), Ok(true));
+        rustix::net::send(&peer, &[1, 2, 3], DONTWAIT).unwrap();
+        let start = Instant::now();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(50)),
+            Err(Error::Timeout)
+        );
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        (rx, peer)
+    });
+    assert!(is_blocking(&dup));
+    drop((rx, peer));
+}
+
+#[test]
+fn a_flooding_peer_cannot_keep_a_wait_past_its_deadline_or_hide_progress() {
+    // The peer floods the receiver's socket for as long as the receiver
+    // waits: every sleep ends at once, with a bounded drain, and the
+    // receiver looks at the ring again. A timed wait still ends at its
+    // deadline, an empty ring still reads as empty, and an item still
+    // arrives.
+    let (mut rx, peer) = honest_receiver(1);
+    let flood = || {
+        let _ = rustix::net::send(&peer.wake, &[0x5a; 4096], DONTWAIT);
+    };
+    while_the_peer_repeats(flood, || {
+        // The flood has begun: the receiver's socket (`AsFd`) is readable.
+        let begun = Instant::now();
+        while !ready(&rx, PollFlags::IN) {
+            assert!(begun.elapsed() < Duration::from_secs(5), "no flood");
+            std::thread::yield_now();
+        }
+        let timeout = Duration::from_millis(100);
+        let start = Instant::now();
+        assert_eq!(rx.recv_timeout(timeout), Err(Error::Timeout));
+        let took = start.elapsed();
+        assert!(took >= timeout, "gave up early: {took:?}");
+        assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
+        assert!(rx.stats().sleeps > 1, "the flood woke it only once");
+        assert_eq!(rx.try_recv(), Err(Error::Empty));
+        let _ = rx.prepare_wait();
+        assert_eq!(rx.try_recv(), Err(Error::Empty));
+        peer.put(0, 42);
+        peer.write_index().store(1, Ordering::Release);
+        let start = Instant::now();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(42));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    });
+
+    // The same for a sender on a full ring.
+    let (mut tx, peer) = honest_sender(1);
+    tx.try_send_slice(&vec![0; peer.capacity as usize]).unwrap();
+    let flood = || {
+        let _ = rustix::net::send(&peer.wake, &[0x5a; 4096], DONTWAIT);
+    };
+    while_the_peer_repeats(flood, || {
+        let timeout = Duration::from_millis(100);
+        let start = Instant::now();
+        assert_eq!(tx.send_timeout(1, timeout), Err(Error::Timeout));
+        let took = start.elapsed();
+        assert!(took >= timeout && took < timeout + Duration::from_secs(2));
+        peer.read_index().store(1, Ordering::Release);
+        assert_eq!(tx.send_timeout(1, Duration::from_secs(5)), Ok(()));
+    });
+}
+
+#[test]
+fn a_peer_stealing_wake_ups_through_a_dup_only_delays_them() {
+    // A thief holds a dup of each end's socket and reads whatever arrives
+    // on it, so the wake-ups meant for a sleeping end may never reach it:
+    // the end then finds the progress when it looks again at its deadline.
+    // Late, never lost, and never past the deadline by much.
+    let (mut tx, mut rx, _raw, tx_dup, rx_dup) = pair_with_dups();
+    let steal = || {
+        let mut buf = [0u8; 64];
+        for dup in [&tx_dup, &rx_dup] {
+            let _ = rustix::net::recv(dup, &mut buf, RecvFlags::DONTWAIT);
+        }
+    };
+    let cap = tx.capacity();
+    let timeout = Duration::from_millis(300);
+    let bound = timeout + Duration::from_secs(2);
+    while_the_peer_repeats(steal, || {
+        // Every wait below has a deadline: a stolen wake-up must not leave
+        // an end asleep for good.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.try_send(42).unwrap();
+            });
+            let start = Instant::now();
+            assert_eq!(rx.recv_timeout(timeout), Ok(42));
+            assert!(start.elapsed() < bound);
+        });
+        assert_eq!(tx.try_send_slice(&vec![7; cap]), Ok(cap));
+        // The ring is full; the receiver frees a slot after 20 ms.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                assert_eq!(rx.try_recv(), Ok(7));
+            });
+            let start = Instant::now();
+            assert_eq!(tx.send_timeout(8, timeout), Ok(()));
+            assert!(start.elapsed() < bound);
+        });
+        // With nothing to find, a timed wait ends at its deadline.
+        let start = Instant::now();
+        assert_eq!(tx.send_timeout(9, timeout), Err(Error::Timeout));
+        let took = start.elapsed();
+        assert!(took >= timeout && took < bound, "took {took:?}");
+    });
+}
+
+#[test]
+fn a_peer_that_hangs_up_is_seen_by_a_wait_not_at_its_deadline() {
+    // The peer keeps two copies of its end; the test also keeps a dup of
+    // the receiver's own socket, which is no copy of the peer's end and
+    // must not keep it alive.
+    let (mut rx, peer) = honest_receiver(1);
+    let Peer { raw, wake } = peer;
+    let second = wake.try_clone().unwrap();
+    raw.put(0, 10);
+    raw.put(1, 11);
+    raw.write_index().store(2, Ordering::Release);
+    drop(wake);
+    // One copy left: the peer is alive, an empty ring is a timeout.
+    assert_eq!(rx.recv_timeout(Duration::from_millis(50)), Ok(10));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(50)),
+        Ok(11),
+        "the items come first"
+    );
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+    // The last copy: a hang-up, seen by a sleeping receiver at once.
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(second);
+    });
+    let start = Instant::now();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(Error::Disconnected)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    closer.join().unwrap();
+    assert_eq!(rx.try_recv(), Err(Error::Disconnected));
+    let _rx = within_5s(move || {
+        assert_eq!(rx.recv(), Err(Error::Disconnected));
+        rx
+    });
+
+    // A sender on a full ring, whose peer floods its socket and then only
+    // shuts its end down for writing: it reads end-of-file once it drained
+    // the flood, and that is a hang-up too.
+    let (mut tx, peer) = honest_sender(1);
+    tx.try_send_slice(&vec![0; peer.capacity as usize]).unwrap();
+    assert!(fill(&peer.wake) > 0);
+    rustix::net::shutdown(&peer.wake, Shutdown::Write).unwrap();
+    let start = Instant::now();
+    assert_eq!(
+        tx.send_timeout(1, Duration::from_secs(10)),
+        Err(Error::Disconnected)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(tx.try_send(1), Err(Error::Disconnected));
+    drop(peer);
+
+    // A peer that shuts down its end for reading only is still there: the
+    // sender's wake-ups fail with EPIPE, which costs nothing.
+    let (mut tx, peer) = honest_sender(1);
+    rustix::net::shutdown(&peer.wake, Shutdown::Read).unwrap();
+    peer.u32_at(CONSUMER_ARMED).store(1, Ordering::SeqCst);
+    assert_eq!(tx.try_send(1), Ok(()));
+    assert_eq!(tx.stats().wakeups, 1);
+    tx.try_send_slice(&vec![0; peer.capacity as usize]).unwrap();
+    assert_eq!(
+        tx.send_timeout(1, Duration::from_millis(50)),
+        Err(Error::Timeout)
+    );
+}
+
+#[test]
+fn a_dup_of_the_honest_socket_can_fake_a_hang_up_and_nothing_worse() {
+    // Shutting the receiver's socket down for reading through a dup makes
+    // it read end-of-file: the receiver takes the peer for gone. That is
+    // no more than the peer could do by closing its end; the items come
+    // first all the same.
+    let (tx, rx) = channel::<u64>(1).unwrap();
+    let fds = rx.into_fds().unwrap();
+    let dup = fds.wake.try_clone().unwrap();
+    let mut rx = Receiver::<u64>::from_fds(fds).unwrap();
+    let mut tx = tx;
+    tx.send_slice(&[1, 2]).unwrap();
+    rustix::net::shutdown(&dup, Shutdown::Read).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(2));
+    let start = Instant::now();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(Error::Disconnected)
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // The sender is not fooled: its socket did not hang up, and the
+    // receiver is there until it closes.
+    assert_eq!(tx.send_timeout(3, Duration::from_secs(5)), Ok(()));
+    drop(rx);
+    assert_eq!(tx.try_send(4), Err(Error::Disconnected));
 }
 
 // ---- random hostility ------------------------------------------------------

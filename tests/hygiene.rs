@@ -337,6 +337,7 @@ fn socket_handoffs() {
     // killed mid-stream.
     let plan = KillPlan {
         handoff: Handoff::Socket,
+        extra_watch: true,
         from_spawn: false,
         delay: Duration::from_millis(3),
         stop_after: None,
@@ -400,9 +401,10 @@ fn inheriting_a_ring_into_a_child_watched_by_pidfd_leaks_no_fd_or_mapping() {
 fn killed_children() {
     let seed = seed();
     for (i, handoff) in [Handoff::Inherit, Handoff::Socket].into_iter().enumerate() {
-        for stop_after in [None, Some(2_000)] {
+        for (stop_after, extra_watch) in [(None, false), (Some(2_000), true)] {
             let plan = KillPlan {
                 handoff,
+                extra_watch,
                 from_spawn: false,
                 delay: Duration::from_millis(2 + i as u64),
                 stop_after,
@@ -415,6 +417,7 @@ fn killed_children() {
     // Killed before it could open the ring.
     let plan = KillPlan {
         handoff: Handoff::Inherit,
+        extra_watch: false,
         from_spawn: true,
         delay: Duration::ZERO,
         stop_after: None,

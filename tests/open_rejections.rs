@@ -1,5 +1,6 @@
 //! Every way an opener can refuse what it was handed, each as one specific
-//! [`Rejection`], with real memfds, eventfds, pipes and files: no mocks.
+//! [`Rejection`], with real memfds, sockets, eventfds, pipes and files: no
+//! mocks.
 //!
 //! The bad memfds are crafted from the bytes of a real ring: create a ring,
 //! copy its memfd with `pread`, change one field, write the result into a new
@@ -8,6 +9,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
 use bytemuck::Pod;
@@ -102,13 +104,17 @@ fn eventfd() -> OwnedFd {
     rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).unwrap()
 }
 
-/// A bundle with `memfd` and two fresh, real eventfds.
+/// One end of a fresh connected socket pair, and the other.
+fn wake_pair() -> (OwnedFd, OwnedFd) {
+    let (a, b) = UnixStream::pair().unwrap();
+    (a.into(), b.into())
+}
+
+/// A bundle with `memfd` and one end of a fresh, real wake-up socket pair.
 fn fds(memfd: OwnedFd) -> Fds {
     Fds {
         memfd,
-        data_ready: eventfd(),
-        space_ready: eventfd(),
-        peer: None,
+        wake: wake_pair().0,
     }
 }
 
@@ -155,15 +161,11 @@ fn assert_bytes_refused(bytes: &[u8], expected: Rejection) {
 /// the same crafted memfd, proving it is a working ring.
 fn assert_works(memfd: OwnedFd) {
     let dup = memfd.try_clone().unwrap();
-    let shared = fds(memfd);
-    let data_ready = shared.data_ready.try_clone().unwrap();
-    let space_ready = shared.space_ready.try_clone().unwrap();
-    let mut tx = Sender::<u64>::from_fds(shared).unwrap();
+    let (ours, theirs) = wake_pair();
+    let mut tx = Sender::<u64>::from_fds(Fds { memfd, wake: ours }).unwrap();
     let mut rx = Receiver::<u64>::from_fds(Fds {
         memfd: dup,
-        data_ready,
-        space_ready,
-        peer: None,
+        wake: theirs,
     })
     .unwrap();
     let capacity = tx.capacity();
@@ -241,7 +243,7 @@ fn an_eventfd_or_a_socket_is_not_a_memfd() {
     assert_refused::<u64>(
         &Builder::new(),
         || {
-            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (a, _b) = UnixStream::pair().unwrap();
             fds(OwnedFd::from(a))
         },
         Rejection::NotMemfd,
@@ -749,80 +751,62 @@ fn a_larger_header_region_is_honoured_when_the_size_matches() {
     assert_works(sealed(&bytes));
 }
 
-// ---- the eventfds ----------------------------------------------------------
+// ---- the wake-up socket ----------------------------------------------------
 
-#[test]
-fn a_pipe_in_an_eventfd_slot_is_not_an_eventfd() {
+/// Asserts that a good ring with `wake` in the wake-up slot is refused
+/// because the wake-up fd is `found`.
+fn assert_wake_refused(wake: impl Fn() -> OwnedFd, found: &'static str) {
     let bytes = good_bytes();
     assert_refused::<u64>(
         &Builder::new(),
         || Fds {
-            data_ready: pipe_fd(),
-            ..fds(sealed(&bytes))
+            memfd: sealed(&bytes),
+            wake: wake(),
         },
-        Rejection::NotEventfd {
-            which: "data_ready",
-        },
-    );
-    assert_refused::<u64>(
-        &Builder::new(),
-        || Fds {
-            space_ready: pipe_fd(),
-            ..fds(sealed(&bytes))
-        },
-        Rejection::NotEventfd {
-            which: "space_ready",
-        },
+        Rejection::NotWakeSocket { found },
     );
 }
 
 #[test]
-fn the_memfd_in_an_eventfd_slot_is_not_an_eventfd() {
-    let bytes = good_bytes();
-    assert_refused::<u64>(
-        &Builder::new(),
-        || {
-            let memfd = sealed(&bytes);
-            let again = memfd.try_clone().unwrap();
-            Fds {
-                data_ready: again,
-                ..fds(memfd)
-            }
-        },
-        Rejection::NotEventfd {
-            which: "data_ready",
-        },
-    );
-    assert_refused::<u64>(
-        &Builder::new(),
-        || {
-            let memfd = sealed(&bytes);
-            let again = memfd.try_clone().unwrap();
-            Fds {
-                space_ready: again,
-                ..fds(memfd)
-            }
-        },
-        Rejection::NotEventfd {
-            which: "space_ready",
-        },
-    );
+fn a_wake_fd_that_is_not_a_socket_is_refused() {
+    assert_wake_refused(pipe_fd, "not a socket");
+    assert_wake_refused(eventfd, "not a socket");
+    assert_wake_refused(|| sealed(&good_bytes()), "not a socket");
 }
 
 #[test]
-fn a_real_ring_with_a_swapped_in_socket_is_refused() {
+fn a_wake_socket_of_the_wrong_kind_is_refused() {
+    use rustix::net::{socket, socketpair, AddressFamily, SocketFlags, SocketType};
+    let datagram = || {
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+        .0
+    };
+    assert_wake_refused(datagram, "a Unix socket that is not a stream socket");
+    let lone = || socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    assert_wake_refused(lone, "a Unix stream socket that is not connected");
+    let udp = || socket(AddressFamily::INET, SocketType::DGRAM, None).unwrap();
+    assert_wake_refused(udp, "a socket of another address family");
+}
+
+#[test]
+fn a_real_ring_with_a_swapped_in_wake_fd_is_refused_and_its_message_says_why() {
     let (tx, _rx) = channel::<u64>(64).unwrap();
     let fds = tx.into_fds().unwrap();
-    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
     let refused = Sender::<u64>::from_fds(Fds {
-        space_ready: OwnedFd::from(a),
+        wake: eventfd(),
         ..fds
-    });
+    })
+    .unwrap_err();
     assert_eq!(
-        refused.err(),
-        Some(Error::Rejected(Rejection::NotEventfd {
-            which: "space_ready"
-        }))
+        refused.to_string(),
+        "ring rejected: the wake-up fd must be a connected Unix stream socket, but it is not \
+         a socket"
     );
 }
 

@@ -91,14 +91,13 @@ fn stdin_socket() -> UnixStream {
 fn report_result(count: u64, end: &str, stats: Stats) {
     report(&format!(
         "result count={count} writes={} sleeps={} end={end}",
-        stats.eventfd_writes, stats.sleeps
+        stats.wakeups, stats.sleeps
     ));
 }
 
 /// Receives the inherited ring until the end, checking the sequence.
 fn role_recv<T: Seq>() {
     let fds = handoff::inherited(RING_ENV).expect("inherited");
-    assert!(fds.peer.is_some(), "an inherited bundle watches the parent");
     let mut rx = child_builder().open_receiver::<T>(fds).expect("open");
     let (count, end) = consume(&mut rx, child_api(), seed(), |_| {});
     report_result(count, &format!("{end:?}"), rx.stats());
@@ -160,7 +159,7 @@ fn role_send_then_drop() {
 /// Describes this process's fds, apart from stdio and the directory
 /// listing them.
 fn fd_summary() -> String {
-    let (mut memfd, mut eventfd, mut pidfd) = (0, 0, 0);
+    let (mut memfd, mut socket, mut pidfd) = (0, 0, 0);
     let mut other = Vec::new();
     for (number, target) in open_fds() {
         if ["0", "1", "2"].contains(&number.as_str())
@@ -170,8 +169,8 @@ fn fd_summary() -> String {
         }
         if target.starts_with("/memfd:") {
             memfd += 1;
-        } else if target == "anon_inode:[eventfd]" {
-            eventfd += 1;
+        } else if target.starts_with("socket:") {
+            socket += 1;
         } else if target.contains("pidfd") {
             pidfd += 1;
         } else {
@@ -179,7 +178,7 @@ fn fd_summary() -> String {
         }
     }
     format!(
-        "memfd={memfd} eventfd={eventfd} pidfd={pidfd} other=[{}]",
+        "memfd={memfd} socket={socket} pidfd={pidfd} other=[{}]",
         other.join(",")
     )
 }
@@ -206,7 +205,6 @@ fn role_list_fds_plain() {
 fn role_socket_recv() {
     let socket = stdin_socket();
     let fds = handoff::recv_fds(&socket).expect("recv_fds");
-    assert!(fds.peer.is_some(), "a bundle from a socket watches it");
     let mut rx = Receiver::<u64>::from_fds(fds).expect("open");
     let (count, end) = consume(&mut rx, child_api(), seed(), |_| {});
     report_result(count, &format!("{end:?}"), rx.stats());
@@ -255,9 +253,11 @@ fn role_fd_leak_check() {
     let scenarios = || {
         parent_to_child::<u64>(1, 100_000, Api::With, Api::With, fdring::DEFAULT_SPIN);
         child_to_parent::<u64>(1, 100_000, Api::TryWith, Api::TryWith, fdring::DEFAULT_SPIN);
+        killed_producer(Watch::Wake, 1, 50_000);
         killed_producer(Watch::Pidfd, 1, 50_000);
         killed_producer(Watch::Socket, 1, 50_000);
-        killed_consumer();
+        killed_consumer(false);
+        killed_consumer(true);
         consumer_drops_its_end();
         producer_drops_its_end();
         socket_stream(100_000);
@@ -411,7 +411,7 @@ fn assert_no_wakeups(side: &str, writes: u64, sleeps: u64) {
     assert_eq!(
         (writes, sleeps),
         (0, 0),
-        "{side}: busy-polling ends never arm, so nobody sleeps and no eventfd is written"
+        "{side}: busy-polling ends never arm, so nobody sleeps and no wake-up is sent"
     );
 }
 
@@ -446,7 +446,7 @@ fn child_receives_ten_million_items_in_order_from_parent_nonblocking_without_any
         Api::TryWith,
         fdring::DEFAULT_SPIN,
     );
-    assert_no_wakeups("parent sender", tx.eventfd_writes, tx.sleeps);
+    assert_no_wakeups("parent sender", tx.wakeups, tx.sleeps);
     assert_no_wakeups("child receiver", child.writes, child.sleeps);
 }
 
@@ -460,7 +460,7 @@ fn parent_receives_ten_million_items_in_order_from_child_nonblocking_without_any
         fdring::DEFAULT_SPIN,
     );
     assert_no_wakeups("child sender", child.writes, child.sleeps);
-    assert_no_wakeups("parent receiver", rx.eventfd_writes, rx.sleeps);
+    assert_no_wakeups("parent receiver", rx.wakeups, rx.sleeps);
 }
 
 #[test]
@@ -474,7 +474,7 @@ fn single_twelve_byte_items_stream_in_order_between_processes() {
         fdring::DEFAULT_SPIN,
     );
     assert_no_wakeups("child sender", child.writes, child.sleeps);
-    assert_no_wakeups("parent receiver", rx.eventfd_writes, rx.sleeps);
+    assert_no_wakeups("parent receiver", rx.wakeups, rx.sleeps);
 }
 
 #[test]
@@ -490,7 +490,10 @@ fn processes_that_sleep_without_spinning_never_lose_a_wakeup() {
 /// How the parent learns that the child died.
 #[derive(Debug, Clone, Copy)]
 enum Watch {
-    /// A pidfd of the child (`Liveness::child`), the ring inherited.
+    /// Nothing but the ring's own wake-up socket hanging up, the ring
+    /// inherited.
+    Wake,
+    /// A pidfd of the child (`Liveness::child`) as well, the ring inherited.
     Pidfd,
     /// The hang-up of the socket the ring's fds came over.
     Socket,
@@ -516,9 +519,9 @@ enum Style {
 
 /// Receives like an event loop: `try_recv_with` until `Empty`, then
 /// `prepare_wait` and, if it allows, a poll on the end's fd and on the
-/// peer's liveness fd (as the README says to register). Checks the
-/// sequence and returns the count and the error that ended the stream, or
-/// `Timeout` if the stream did not end within `NOTICE` of the liveness fd
+/// peer's extra liveness fd if any (as the README says to register).
+/// Checks the sequence and returns the count and the error that ended the
+/// stream, or `Timeout` if the stream did not end within `NOTICE` of a poll
 /// first reporting the peer gone.
 fn event_loop_consume(rx: &mut Receiver<u64>, mut progress: impl FnMut(u64)) -> (u64, Error) {
     use rustix::event::{poll, PollFd, PollFlags};
@@ -539,13 +542,15 @@ fn event_loop_consume(rx: &mut Receiver<u64>, mut progress: impl FnMut(u64)) -> 
             }
             Err(Error::Empty) => {
                 if rx.prepare_wait().expect("prepare_wait") {
-                    let liveness = rx.peer_liveness().expect("the end watches its peer");
-                    let mut fds = [
-                        PollFd::new(&*rx, PollFlags::IN),
-                        PollFd::new(liveness, PollFlags::IN | PollFlags::RDHUP),
-                    ];
+                    let mut fds = vec![PollFd::new(&*rx, PollFlags::IN | PollFlags::RDHUP)];
+                    if let Some(liveness) = rx.peer_liveness() {
+                        fds.push(PollFd::new(liveness, PollFlags::IN | PollFlags::RDHUP));
+                    }
                     poll(&mut fds, None).expect("poll");
-                    if !fds[1].revents().is_empty() && gone_since.is_none() {
+                    let hang_up = PollFlags::HUP | PollFlags::RDHUP;
+                    let gone = fds[0].revents().intersects(hang_up)
+                        || fds.get(1).is_some_and(|l| !l.revents().is_empty());
+                    if gone && gone_since.is_none() {
                         gone_since = Some(Instant::now());
                     }
                 }
@@ -560,12 +565,14 @@ fn killed_producer_with(watch: Watch, style: Style, lo: u64, hi: u64) {
     let kill_at = Rng::new(seed).range(lo, hi);
     eprintln!("seed {seed}: {watch:?}, {style:?}, kill after {kill_at} items");
     let (mut child, rx) = match watch {
-        Watch::Pidfd => {
+        Watch::Wake | Watch::Pidfd => {
             let (tx, mut rx) = channel::<u64>(1 << 12).unwrap();
             let fds = tx.into_fds().unwrap();
             let child =
                 spawn_with_ring::<u64>("send", fds, Api::With, None, seed, fdring::DEFAULT_SPIN);
-            rx.watch_peer(Liveness::child(&child.child).unwrap());
+            if let Watch::Pidfd = watch {
+                rx.watch_peer(Liveness::child(&child.child).unwrap());
+            }
             (child, rx)
         }
         Watch::Socket => {
@@ -576,10 +583,9 @@ fn killed_producer_with(watch: Watch, style: Style, lo: u64, hi: u64) {
                     .env("FDRING_TEST_SEED", seed.to_string());
             });
             let fds = handoff::recv_fds(&ours).unwrap();
-            assert!(fds.peer.is_some(), "recv_fds watches the socket");
-            // The bundle keeps its own copy of the socket.
-            drop(ours);
-            (child, Receiver::<u64>::from_fds(fds).unwrap())
+            let mut rx = Receiver::<u64>::from_fds(fds).unwrap();
+            rx.watch_peer(Liveness::socket(ours));
+            (child, rx)
         }
     };
     let (reached, reached_rx) = mpsc::channel();
@@ -639,7 +645,12 @@ fn killed_producer_with(watch: Watch, style: Style, lo: u64, hi: u64) {
 }
 
 #[test]
-fn receiver_sees_disconnect_after_sender_process_killed() {
+fn receiver_sees_disconnect_through_its_wake_socket_after_sender_process_killed() {
+    killed_producer(Watch::Wake, 1, 3_000_000);
+}
+
+#[test]
+fn receiver_sees_disconnect_through_a_pidfd_after_sender_process_killed() {
     killed_producer(Watch::Pidfd, 1, 3_000_000);
 }
 
@@ -676,17 +687,25 @@ fn event_loop_receiver_streams_in_order_from_a_child_and_sees_its_drop() {
 
 #[test]
 fn event_loop_receiver_sees_disconnect_after_sender_process_killed() {
-    // The README: register `peer_liveness()` next to the end's fd "to learn
-    // of the peer's death". After it fires, the ring must say
+    // The README: with an extra liveness, register `peer_liveness()` next
+    // to the end's fd. After either fires, the ring must say
     // `Disconnected` (once drained), as for a blocking receiver; otherwise
     // the loop has no way out but to poll a readable liveness fd forever.
     killed_producer_with(Watch::Pidfd, Style::EventLoop, 1, 1_000_000);
 }
 
+#[test]
+fn event_loop_receiver_sees_disconnect_through_its_own_fd_after_sender_process_killed() {
+    // With no extra liveness, the end's own fd hangs up when the child dies.
+    killed_producer_with(Watch::Wake, Style::EventLoop, 1, 1_000_000);
+}
+
 /// The child receives 1000 items and stops consuming; the parent fills the
 /// ring and blocks in `send`; the child is killed: `send` returns
-/// `Disconnected` within `NOTICE`, and not before the kill.
-fn killed_consumer() {
+/// `Disconnected` within `NOTICE`, and not before the kill. The parent
+/// learns of the death from its wake-up socket, and also from a pidfd of
+/// the child if `pidfd`.
+fn killed_consumer(pidfd: bool) {
     let seed = seed();
     let (tx, rx) = channel::<u64>(1).unwrap();
     let capacity = tx.capacity() as u64;
@@ -696,7 +715,9 @@ fn killed_consumer() {
         command.env("FDRING_TEST_COUNT", "1000");
     });
     let mut tx = tx;
-    tx.watch_peer(Liveness::child(&child.child).unwrap());
+    if pidfd {
+        tx.watch_peer(Liveness::child(&child.child).unwrap());
+    }
     let filler = spawn_bounded("filler", move || {
         let sent = produce(&mut tx, Api::With, Some(1000 + capacity), seed);
         (sent, tx)
@@ -729,7 +750,12 @@ fn killed_consumer() {
 
 #[test]
 fn blocked_sender_sees_disconnect_after_receiver_process_killed() {
-    killed_consumer();
+    killed_consumer(false);
+}
+
+#[test]
+fn blocked_sender_watching_a_pidfd_sees_disconnect_after_receiver_process_killed() {
+    killed_consumer(true);
 }
 
 /// Runs `scenario` until an attempt in which the parent's end really went
@@ -950,7 +976,7 @@ fn parse_fd_summary(line: &str) -> (u64, u64, u64, String) {
     let number = |key: &str| f[key].parse::<u64>().unwrap();
     (
         number("memfd"),
-        number("eventfd"),
+        number("socket"),
         number("pidfd"),
         f["other"].clone(),
     )
@@ -962,15 +988,15 @@ fn a_child_inherits_exactly_the_ring_fds_and_passes_none_on() {
     // every child anyway (those it inherited itself without close-on-exec,
     // such as cargo's jobserver pipe): the baseline.
     let mut control = ChildProc::spawn("list_fds_plain", |_| {});
-    let (memfd, eventfd, pidfd, baseline) = parse_fd_summary(&control.expect_line("plain", HANG));
+    let (memfd, socket, pidfd, baseline) = parse_fd_summary(&control.expect_line("plain", HANG));
     control.finish();
     assert_eq!(
-        (memfd, eventfd, pidfd),
+        (memfd, socket, pidfd),
         (0, 0, 0),
         "no ring fd leaks into a child"
     );
     // This process holds the other end (and, in parallel tests, many other
-    // fds): only the three fds handed over may reach the child, and the
+    // fds): only the two fds handed over may reach the child, and the
     // child's own children get nothing of the ring.
     let (tx, rx) = channel::<u64>(1).unwrap();
     let fds = rx.into_fds().unwrap();
@@ -984,13 +1010,9 @@ fn a_child_inherits_exactly_the_ring_fds_and_passes_none_on() {
     drop(tx);
     assert_eq!(
         before,
-        (1, 2, 0, baseline.clone()),
-        "the memfd and two eventfds"
+        (1, 1, 0, baseline.clone()),
+        "the memfd and the wake-up socket"
     );
-    assert_eq!(
-        after,
-        (1, 2, 1, baseline.clone()),
-        "inherited() adds a pidfd of the parent"
-    );
+    assert_eq!(after, before, "inherited() and opening add no fd");
     assert_eq!(plain, (0, 0, 0, baseline), "the grandchild gets no ring fd");
 }

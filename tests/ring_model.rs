@@ -2,7 +2,7 @@
 //!
 //! Random interleavings of partial sends and receives, through the closure
 //! API (writing or consuming only some of the slots lent) and the item and
-//! slice helpers, on a real ring (memfd, mirrored mapping, eventfds) with
+//! slice helpers, on a real ring (memfd, mirrored mapping, wake-up sockets) with
 //! capacities from 1 to 6144 items, powers of two and not, and item sizes
 //! from 6 to 12288 bytes. After every step the ring must agree with the
 //! model: the items received are the model's front, `len()` is the model's

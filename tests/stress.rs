@@ -3,9 +3,9 @@
 //! README, in release) through the smallest ring (512 slots) to the parent,
 //! both sides using the closure calls with random batch sizes and, now and
 //! then, a random sleep of 0..200 µs between batches, so that each side
-//! finds the ring empty or full, sleeps on its eventfd and is woken many
-//! times. No item may be lost, repeated or reordered, and the eventfd
-//! writes and sleeps that both sides count must fit the wake-up protocol.
+//! finds the ring empty or full, sleeps on its wake-up socket and is woken
+//! many times. No item may be lost, repeated or reordered, and the wake-ups
+//! and sleeps that both sides count must fit the wake-up protocol.
 //!
 //! ```text
 //! FDRING_STRESS_ITEMS=1000000000 cargo test --release --test stress -- --nocapture
@@ -108,7 +108,7 @@ fn role_stress_send() {
     drop(tx);
     report(&format!(
         "result count={next} writes={} sleeps={} calls={} long={} pauses={}",
-        stats.eventfd_writes, stats.sleeps, calls.calls, calls.long, calls.pauses
+        stats.wakeups, stats.sleeps, calls.calls, calls.long, calls.pauses
     ));
 }
 
@@ -175,10 +175,10 @@ fn items_stream_between_processes_in_order_while_both_sides_sleep_and_wake_at_ra
     };
     eprintln!(
         "{items} items through a ring of {capacity} in {elapsed:.2?} ({:.1} M items/s)\n  \
-         sender (child):    eventfd writes {tx_writes}, sleeps {tx_sleeps}, {tx_calls:?}\n  \
-         receiver (parent): eventfd writes {}, sleeps {}, {rx_calls:?}",
+         sender (child):    wake-ups sent {tx_writes}, sleeps {tx_sleeps}, {tx_calls:?}\n  \
+         receiver (parent): wake-ups sent {}, sleeps {}, {rx_calls:?}",
         items as f64 / elapsed.as_secs_f64() / 1e6,
-        rx_stats.eventfd_writes,
+        rx_stats.wakeups,
         rx_stats.sleeps,
     );
 
@@ -199,13 +199,13 @@ fn items_stream_between_processes_in_order_while_both_sides_sleep_and_wake_at_ra
         rx_stats.sleeps
     );
     assert!(
-        tx_writes > 0 && rx_stats.eventfd_writes > 0,
-        "each side slept, so its peer must have written the eventfd"
+        tx_writes > 0 && rx_stats.wakeups > 0,
+        "each side slept, so its peer must have sent it a wake-up"
     );
 
     // No sleep ends without a wake-up: nobody watches a timeout here, and a
-    // live peer never ends a sleep through its liveness fd, so every sleep
-    // ended on an eventfd the peer wrote, and a write is drained by one
+    // live peer never ends a sleep by hanging up, so every sleep ended on a
+    // wake-up the peer sent, and a wake-up is drained by one
     // sleep at most. (The sender's last wake-up, when its end is dropped,
     // happens after it read its counters: hence the 1.)
     assert!(
@@ -214,9 +214,9 @@ fn items_stream_between_processes_in_order_while_both_sides_sleep_and_wake_at_ra
         rx_stats.sleeps
     );
     assert!(
-        tx_sleeps <= rx_stats.eventfd_writes,
+        tx_sleeps <= rx_stats.wakeups,
         "the sender slept {tx_sleeps} times, but the receiver woke it only {} times",
-        rx_stats.eventfd_writes
+        rx_stats.wakeups
     );
 
     // A side is woken at most once per arming, i.e. once per sleep, plus
@@ -226,16 +226,16 @@ fn items_stream_between_processes_in_order_while_both_sides_sleep_and_wake_at_ra
     // whole spin time arm at all.
     assert!(
         tx_writes <= rx_stats.sleeps + rx_calls.long,
-        "the sender wrote the eventfd {tx_writes} times, more than the receiver armed \
+        "the sender sent {tx_writes} wake-ups, more than the receiver armed \
          (at most {} sleeps + {} calls that waited out the spin)",
         rx_stats.sleeps,
         rx_calls.long
     );
     assert!(
-        rx_stats.eventfd_writes <= tx_sleeps + tx_calls.long,
-        "the receiver wrote the eventfd {} times, more than the sender armed \
+        rx_stats.wakeups <= tx_sleeps + tx_calls.long,
+        "the receiver sent {} wake-ups, more than the sender armed \
          (at most {tx_sleeps} sleeps + {} calls that waited out the spin)",
-        rx_stats.eventfd_writes,
+        rx_stats.wakeups,
         tx_calls.long
     );
 }

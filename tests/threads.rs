@@ -1,6 +1,6 @@
 //! Two threads of one process on the two ends of a ring: streams with
 //! sequence checks through every send/recv variant, disconnect on drop,
-//! the eventfd wake-up protocol, and timeouts.
+//! the wake-up protocol, and timeouts.
 
 mod common;
 
@@ -49,7 +49,7 @@ fn stream<T: Seq>(
 }
 
 fn no_wakeups(stats: Stats) -> bool {
-    stats.eventfd_writes == 0 && stats.sleeps == 0
+    stats.wakeups == 0 && stats.sleeps == 0
 }
 
 // ---------------------------------------------------------------------------
@@ -141,7 +141,7 @@ fn a_blocking_end_and_a_busy_polling_end_stream_in_order() {
 #[test]
 fn ends_that_sleep_without_spinning_never_lose_a_wakeup() {
     // With no spin, every wait goes through the armed protocol and the
-    // eventfd, so a lost wake-up would show as a hang.
+    // wake-up socket, so a lost wake-up would show as a hang.
     let zero = Builder::new().capacity(1).spin(Duration::ZERO);
     let (tx, rx) = zero.build::<u64>().unwrap();
     let (tx_stats, rx_stats) = stream(tx, rx, MILLION, Api::With, Api::With);
@@ -369,7 +369,7 @@ fn dropping_the_sender_wakes_a_receiver_blocked_on_an_empty_ring() {
 // Eventfd writes only when the peer sleeps
 
 #[test]
-fn no_eventfd_write_when_neither_side_ever_waits() {
+fn no_wakeup_when_neither_side_ever_waits() {
     // The producer fills a big ring while the consumer does not run; the
     // consumer then drains it. Blocking calls that find room or items at
     // once do not wait either.
@@ -418,7 +418,7 @@ fn no_eventfd_write_when_neither_side_ever_waits() {
 }
 
 #[test]
-fn producer_writes_the_eventfd_only_for_a_consumer_asleep_in_recv() {
+fn producer_wakes_the_consumer_only_when_asleep_in_recv() {
     const SENDS: u64 = 20;
     let (mut tx, rx) = channel::<u64>(1).unwrap();
     let consumer = spawn_bounded("consumer", move || {
@@ -438,19 +438,19 @@ fn producer_writes_the_eventfd_only_for_a_consumer_asleep_in_recv() {
     let rx_stats = consumer.join_within(HANG);
     eprintln!("sender {tx_stats:?}, receiver {rx_stats:?}");
     assert!(
-        (1..=SENDS).contains(&tx_stats.eventfd_writes),
-        "one eventfd write per wake-up of a sleeping consumer, at most one per send: {tx_stats:?}"
+        (1..=SENDS).contains(&tx_stats.wakeups),
+        "one wake-up per sleep of the consumer, at most one per send: {tx_stats:?}"
     );
     assert!(rx_stats.sleeps >= 1, "the consumer slept: {rx_stats:?}");
     assert_eq!(tx_stats.sleeps, 0, "the sender never waited: {tx_stats:?}");
     assert_eq!(
-        rx_stats.eventfd_writes, 0,
+        rx_stats.wakeups, 0,
         "the sender never slept, so the receiver never woke it: {rx_stats:?}"
     );
 }
 
 #[test]
-fn consumer_writes_the_eventfd_only_for_a_producer_asleep_in_send() {
+fn consumer_wakes_the_producer_only_when_asleep_in_send() {
     const RECVS: u64 = 20;
     let (tx, mut rx) = channel::<u64>(1).unwrap();
     let capacity = tx.capacity() as u64;
@@ -484,8 +484,8 @@ fn consumer_writes_the_eventfd_only_for_a_producer_asleep_in_send() {
     assert_eq!(rx.try_recv(), Err(Error::Disconnected));
     eprintln!("sender {tx_stats:?}, receiver {rx_stats:?}");
     assert!(
-        (1..=RECVS).contains(&rx_stats.eventfd_writes),
-        "one eventfd write per wake-up of a sleeping producer, at most one per recv: {rx_stats:?}"
+        (1..=RECVS).contains(&rx_stats.wakeups),
+        "one wake-up per sleep of the producer, at most one per recv: {rx_stats:?}"
     );
     assert!(tx_stats.sleeps >= 1, "the producer slept: {tx_stats:?}");
     assert_eq!(
@@ -506,14 +506,14 @@ fn a_timed_out_wait_leaves_no_stale_wakeup_for_the_peer() {
     );
     // The receiver is awake again: publishing must not cost a syscall.
     tx.send(1).unwrap();
-    assert_eq!(tx.stats().eventfd_writes, 0, "{:?}", tx.stats());
+    assert_eq!(tx.stats().wakeups, 0, "{:?}", tx.stats());
     assert_eq!(rx.recv(), Ok(1));
 
     while tx.try_send(2).is_ok() {}
     let tx = assert_times_out(ms20, tx, move |tx| tx.send_timeout(3, ms20));
     assert!(tx.stats().sleeps >= 1, "the sender slept: {:?}", tx.stats());
     assert_eq!(rx.recv(), Ok(2));
-    assert_eq!(rx.stats().eventfd_writes, 0, "{:?}", rx.stats());
+    assert_eq!(rx.stats().wakeups, 0, "{:?}", rx.stats());
 }
 
 // ---------------------------------------------------------------------------
@@ -685,4 +685,34 @@ fn ends_reopened_from_their_fds_continue_the_stream() {
         next_in += 1;
     }
     assert_eq!(rx.recv(), Err(Error::Disconnected));
+}
+
+#[test]
+fn even_the_shortest_timeout_sees_a_peer_that_vanished() {
+    // A peer that vanishes without closing its end, as a killed process
+    // does: its fds are closed, its closed word is never set. A real-time
+    // caller that only ever uses tiny timeouts must still learn of it.
+    for timeout in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_micros(5),
+    ] {
+        let (mut tx, rx) = channel::<u64>(1).unwrap();
+        while tx.try_send(0).is_ok() {}
+        drop(rx.into_fds().unwrap());
+        assert_eq!(
+            tx.send_timeout(1, timeout),
+            Err(Error::Disconnected),
+            "send_timeout({timeout:?}) on a full ring"
+        );
+        let (mut tx, mut rx) = channel::<u64>(1).unwrap();
+        tx.send(7).unwrap();
+        drop(tx.into_fds().unwrap());
+        assert_eq!(rx.recv_timeout(timeout), Ok(7), "the item comes first");
+        assert_eq!(
+            rx.recv_timeout(timeout),
+            Err(Error::Disconnected),
+            "recv_timeout({timeout:?}) on an empty ring"
+        );
+    }
 }

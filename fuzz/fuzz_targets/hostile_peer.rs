@@ -1,6 +1,8 @@
 //! A hostile peer against an honest fdring end: each input is a script of
-//! the fds handed over, the header written before opening, and the calls
-//! and peer actions that follow. The harness is `tests/support/hostile.rs`,
+//! the fds handed over (the memfd and the wake-up socket), the header
+//! written before opening, and the calls and peer actions (on the shared
+//! memory and on the wake-up sockets) that follow. The harness is
+//! `tests/support/hostile.rs`,
 //! shared with the stable test `tests/hostile_fuzz.rs`; it panics when
 //! fdring breaks its promise (docs/design.md, "Trust").
 //!

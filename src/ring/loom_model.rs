@@ -2,8 +2,8 @@
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --lib --release ring::loom_model`.
 //!
-//! The two ends run on two loom threads over a heap header. An eventfd is
-//! modelled as a counter under a loom `Mutex` with a `Condvar`: `notify`
+//! The two ends run on two loom threads over a heap header. Each side's
+//! wake-up socket is modelled as a counter of unread wake-ups under a loom `Mutex` with a `Condvar`: `notify`
 //! adds one and signals, `wait` sleeps until the counter is non-zero and
 //! resets it. A lost wake-up therefore shows up as a deadlock (both threads
 //! blocked, or one blocked forever after the other finished), which loom
@@ -21,16 +21,17 @@ use super::{Consumer, Producer};
 use crate::error::Error;
 use crate::layout::{Config, Header};
 
-/// An eventfd: a counter, and a condition variable to sleep on it.
-struct EventFd {
+/// A side's wake-up socket: a count of unread wake-ups, and a condition
+/// variable to sleep on it.
+struct Wakeup {
     count: Mutex<u64>,
     ready: Condvar,
     writes: AtomicUsize,
 }
 
-impl EventFd {
-    fn new() -> EventFd {
-        EventFd {
+impl Wakeup {
+    fn new() -> Wakeup {
+        Wakeup {
             count: Mutex::new(0),
             ready: Condvar::new(),
             writes: AtomicUsize::new(0),
@@ -53,13 +54,14 @@ impl EventFd {
     }
 }
 
-/// Everything both threads share: the header, the slots, two eventfds.
+/// Everything both threads share: the header, the slots, the wake-ups each
+/// side waits on.
 struct Ring {
     header: Box<Header>,
     slots: Vec<UnsafeCell<u64>>,
-    data_ready: EventFd,
-    space_ready: EventFd,
-    /// Times either side announced it would sleep: every eventfd write must
+    data_ready: Wakeup,
+    space_ready: Wakeup,
+    /// Times either side announced it would sleep: every wake-up sent must
     /// answer one of them.
     arms: AtomicUsize,
 }
@@ -83,8 +85,8 @@ impl Ring {
         Arc::new(Ring {
             header: Box::new(Header::new(&config)),
             slots: (0..capacity).map(|_| UnsafeCell::new(0)).collect(),
-            data_ready: EventFd::new(),
-            space_ready: EventFd::new(),
+            data_ready: Wakeup::new(),
+            space_ready: Wakeup::new(),
             arms: AtomicUsize::new(0),
         })
     }
@@ -201,7 +203,7 @@ fn model(capacity: u64, count: u64, stop_after: u64, batch: usize) {
             + ring.space_ready.writes.load(Ordering::Relaxed);
         assert!(
             writes <= ring.arms.load(Ordering::Relaxed),
-            "an eventfd was written for a peer that had not armed"
+            "a wake-up was sent to a peer that had not armed"
         );
     });
 }

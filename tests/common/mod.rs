@@ -881,15 +881,12 @@ pub fn run_shared_role(role: &str) -> bool {
 /// The signal number of SIGKILL.
 pub const SIGKILL: i32 = 9;
 
-/// How a ring's end reaches the child, and how the parent learns that the
-/// child died.
+/// How a ring's end reaches the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handoff {
-    /// Inherited (`handoff::inherit`); the parent watches a pidfd of the
-    /// child (`Liveness::child`), the child one of its parent.
+    /// Inherited (`handoff::inherit`).
     Inherit,
-    /// Sent over a socket that is the child's stdin (`handoff::send_fds`);
-    /// each side watches the socket's hang-up.
+    /// Sent over a socket that is the child's stdin (`handoff::send_fds`).
     Socket,
 }
 
@@ -897,6 +894,10 @@ pub enum Handoff {
 #[derive(Debug, Clone, Copy)]
 pub struct KillPlan {
     pub handoff: Handoff,
+    /// Whether the parent also watches an extra liveness (a pidfd of the
+    /// child, or the hand-off socket's hang-up); without it the parent
+    /// learns of the death from the ring's wake-up socket alone.
+    pub extra_watch: bool,
     /// Whether `delay` counts from the spawn (so the child may die before it
     /// even opened the ring) or from the first sign that the stream flows
     /// (an item received, or a slot freed by the child).
@@ -921,6 +922,7 @@ impl KillPlan {
             } else {
                 Handoff::Inherit
             },
+            extra_watch: rng.next_u64() % 2 == 0,
             from_spawn: rng.next_u64() % 4 == 0,
             delay: Duration::from_micros(rng.range(0, 20_000)),
             stop_after: match rng.next_u64() % 4 {
@@ -1019,8 +1021,13 @@ fn role_stream_recv() {
 }
 
 /// Spawns `role` with `fds` handed over as `plan` says; returns the child
-/// and the liveness that watches it.
-fn spawn_planned(role: &str, fds: Fds, plan: &KillPlan, seed: u64) -> (ChildProc, Liveness) {
+/// and, if the plan says so, an extra liveness that watches it.
+fn spawn_planned(
+    role: &str,
+    fds: Fds,
+    plan: &KillPlan,
+    seed: u64,
+) -> (ChildProc, Option<Liveness>) {
     let settings = |command: &mut Command| {
         command
             .env("FDRING_TEST_SEED", seed.to_string())
@@ -1035,7 +1042,9 @@ fn spawn_planned(role: &str, fds: Fds, plan: &KillPlan, seed: u64) -> (ChildProc
                 handoff::inherit(command, RING_ENV, fds);
                 settings(command);
             });
-            let liveness = Liveness::child(&child.child).expect("pidfd of the child");
+            let liveness = plan
+                .extra_watch
+                .then(|| Liveness::child(&child.child).expect("pidfd of the child"));
             (child, liveness)
         }
         Handoff::Socket => {
@@ -1047,7 +1056,7 @@ fn spawn_planned(role: &str, fds: Fds, plan: &KillPlan, seed: u64) -> (ChildProc
                 settings(command);
             });
             handoff::send_fds(&ours, fds).expect("send_fds");
-            (child, Liveness::socket(ours))
+            (child, plan.extra_watch.then(|| Liveness::socket(ours)))
         }
     }
 }
@@ -1130,7 +1139,9 @@ pub fn killed_producer(seed: u64, plan: KillPlan) -> KillOutcome {
     let fds = tx.into_fds().expect("into_fds");
     let memfd = fds.memfd.try_clone().expect("dup the memfd");
     let (mut child, liveness) = spawn_planned(STREAM_SEND, fds, &plan, seed);
-    rx.watch_peer(liveness);
+    if let Some(liveness) = liveness {
+        rx.watch_peer(liveness);
+    }
     let mut killer = Killer::new(&plan);
     let mut rng = Rng::new(seed ^ 0x7265_6376);
     let mut next = 0u64;
@@ -1217,7 +1228,9 @@ pub fn killed_consumer(seed: u64, plan: KillPlan) -> KillOutcome {
     let fds = rx.into_fds().expect("into_fds");
     let memfd = fds.memfd.try_clone().expect("dup the memfd");
     let (mut child, liveness) = spawn_planned(STREAM_RECV, fds, &plan, seed);
-    tx.watch_peer(liveness);
+    if let Some(liveness) = liveness {
+        tx.watch_peer(liveness);
+    }
     let mut killer = Killer::new(&plan);
     let mut rng = Rng::new(seed ^ 0x7365_6e64);
     let mut next = 0u64;
@@ -1272,7 +1285,7 @@ pub fn killed_consumer(seed: u64, plan: KillPlan) -> KillOutcome {
     );
     // Not asserted: a sender learns of the death only in a sleep, which it
     // begins on a full ring; the ring is still full when it returns, unless
-    // the kill fell between the child's release and its eventfd write.
+    // the kill fell between the child's release and its wake-up.
     let filled = next - words.read_index == capacity;
     assert_eq!(
         words.consumer_closed, 0,

@@ -11,14 +11,26 @@
 //! calls for, a lent slice longer than the ring or not backed by an index
 //! the peer really stored, items that are not the bytes in the slots, a
 //! corruption that is not sticky, a valid ring refused or an invalid one
-//! accepted, or a call that outlasts its timeout by seconds. A fault
-//! (SIGSEGV, SIGBUS) fails the run too. Only `try_` calls and `_timeout`
-//! calls are made, with timeouts of at most 1 ms in all per run, so a
-//! correct crate cannot hang here.
+//! accepted, or a call that outlasts its timeout by seconds, a `_timeout`
+//! call that answers `Timeout` though its peer hung up (it must see the
+//! hang-up and answer `Disconnected`), a wake-up that never reached an
+//! armed peer, or a change to the wake-up socket's file status flags. A
+//! fault (SIGSEGV, SIGBUS) fails the run too. Only `try_` calls and
+//! `_timeout` calls are made, with timeouts of at most 1 ms in all per run
+//! (or [`GONE_WAIT`] once the peer is gone, which a correct crate cuts
+//! short), so a correct crate cannot hang here.
 //!
 //! Everything is single-threaded and deterministic: the peer acts between
 //! the honest end's calls, or inside its closures. Every fd and mapping the
 //! harness makes is owned and dropped at the end of the run.
+//!
+//! The peer holds the other end of the honest end's wake-up socket pair
+//! (one or two copies of it: the peer is gone once every copy is closed)
+//! and, as the hostile creator of the ring could, a dup of the honest end's
+//! own socket, sharing its open file description. With it the peer floods
+//! the honest end, fills the honest end's send buffer so that its wake-ups
+//! find no room, clears `O_NONBLOCK`, steals wake-ups, and shuts either
+//! side down. The harness keeps no other copy of the peer's end.
 //!
 //! # The script
 //!
@@ -38,20 +50,28 @@
 //! 4. The type tag: bits 0-1 the header's tag (0, `0x5eed`, `u64::MAX`, or
 //!    the next 8 bytes), bits 2-3 the tag the opener expects (none, none,
 //!    the header's, another).
-//! 5. The fd handed as `data_ready`, then the one as `space_ready`
-//!    (`byte % 16`: 0-8 an eventfd, 9 a blocking one, 10 a saturated one,
-//!    11 a semaphore, 12 the same as `data_ready`, 13 a pipe, 14 the memfd,
-//!    15 a socket).
-//! 6. Liveness (`byte % 8`: 5 a socket, 6 a socket already hung up, 7 a
-//!    pidfd of this process, else none), in bits 3-4 the spin, and bits 5-7
-//!    all set: the fds come through `handoff::recv_fds`, in a message
-//!    shaped by the next byte (see `Setup::send_handoff`).
-//! 7. Header writes before opening: bit 7 fills the configuration fields
+//! 5. The fd handed as the end's wake-up socket (`byte % 16`: 0-6 the
+//!    crate's own socket end, 7 one end of a fresh connected pair, 8 one
+//!    whose other end is already closed, 9 a datagram socket pair's end,
+//!    10 a seqpacket one's, 11 an unconnected Unix stream socket, 12 an
+//!    `AF_INET` socket, 13 an eventfd, 14 a pipe, 15 the memfd itself; see
+//!    [`WakeKind`]).
+//! 6. How the peer holds the pair: bit 0 it keeps two copies of its end
+//!    (else one), bit 1 the honest end's socket is handed over with
+//!    `O_NONBLOCK` set (else blocking, as the crate makes it).
+//! 7. Liveness (`byte % 8`: 5 a socket, 6 a socket already hung up, 7 a
+//!    pidfd of this process, else none; watched with `watch_peer` once the
+//!    end is open), in bits 3-4 the spin, and bits 5-7 all set: the fds
+//!    come through `handoff::recv_fds`, in a message shaped by the next
+//!    byte (see `Setup::send_handoff`), and the hand-off socket is the
+//!    liveness.
+//! 8. Header writes before opening: bit 7 fills the configuration fields
 //!    with the next 48 bytes, bits 0-2 count the writes that follow (a
 //!    target, then a value).
-//! 8. Operations until the script ends (at most [`MAX_OPS`]):
+//! 9. Operations until the script ends (at most [`MAX_OPS`]):
 //!    `byte % 24` below 12 is a call of the honest end, else an action of
-//!    the peer.
+//!    the peer (action 8 is one on the wake-up sockets, see
+//!    [`World::wake_action`]).
 
 use std::collections::BTreeSet;
 use std::mem::{size_of, MaybeUninit};
@@ -65,6 +85,8 @@ use bytemuck::Pod;
 use fdring::{Builder, Corruption, Error, Fds, Liveness, Receiver, Rejection, Sender};
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, Shutdown, SocketFlags, SocketType};
 
 #[path = "raw.rs"]
 mod raw;
@@ -79,8 +101,22 @@ pub const MAX_OPS: usize = 160;
 const WAIT_BUDGET: Duration = Duration::from_millis(1);
 
 /// How much longer than its timeout a call may take before it counts as
-/// hung. Generous: a loaded CI machine must not make this flaky.
-const SLACK: Duration = Duration::from_secs(2);
+/// hung. Generous: a loaded CI machine must not make this flaky (a 2-vCPU
+/// VM once stalled a call that makes no system call for 3.9 s). A hang
+/// never ends, so this costs no finding; it stays below libFuzzer's
+/// `-timeout=10` of `fuzz/smoke.sh`.
+const SLACK: Duration = Duration::from_secs(5);
+
+/// The timeout of a `_timeout` call once the peer is gone (its socket end
+/// hung up, or its liveness fired): the end must see that and answer
+/// `Disconnected` (or what the ring holds) long before, so in a correct
+/// run this costs no more than draining what the peer left in the socket.
+/// As long as [`SLACK`], so that a stalled machine cannot make the call
+/// reach its deadline before it first looks at the socket.
+pub const GONE_WAIT: Duration = SLACK;
+
+/// Sends or receives of one flood, fill or theft, at most.
+const MAX_ROUNDS: usize = 1 << 14;
 
 /// Switches for peer behaviours that once made fdring break its promise
 /// (each has a regression test in `tests/hostile_fuzz.rs`): on, the peer
@@ -90,9 +126,11 @@ const SLACK: Duration = Duration::from_secs(2);
 /// names the ones to keep (or `none`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    /// Lets the peer clear `O_NONBLOCK` on the eventfds it shares with the
-    /// honest end (it holds dups of the same open file description). fdring
-    /// before 1aeb351 then blocked in `read`/`write` on them: a hang.
+    /// Lets the peer clear `O_NONBLOCK` on the wake-up socket it shares
+    /// with the honest end (it holds a dup of the same open file
+    /// description); off, the peer sets it instead. fdring before 1aeb351
+    /// then blocked in `read`/`write` on its eventfds: a hang. Its sockets
+    /// take `MSG_DONTWAIT` on every call, so the flags must not matter.
     pub clear_nonblock: bool,
     /// Requires `prepare_wait` on an end that already reported (or found at
     /// open) a corruption to leave it alone and answer `Ok(false)`. fdring
@@ -431,41 +469,61 @@ pub enum MemfdKind {
     Socket,
 }
 
+/// What is handed over as the end's wake-up socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
+pub enum WakeKind {
+    /// The crate's own socket end, for a ring the crate made; for the
+    /// others, one end of a pair made as the crate makes it (blocking).
     Real,
-    /// Without `O_NONBLOCK`: the crate must set it.
-    Blocking,
-    /// At its largest count, so that a write would block.
-    Saturated,
-    Semaphore,
-    /// The same eventfd as `data_ready` (only for `space_ready`).
-    Same,
+    /// One end of a fresh connected stream pair made here (with std),
+    /// whose other end the peer holds.
+    Fresh,
+    /// One end of a connected stream pair whose other end is already
+    /// closed: accepted (it is connected), and the peer is gone from the
+    /// start.
+    HungUp,
+    Datagram,
+    SeqPacket,
+    /// A Unix stream socket that was never connected.
+    Unconnected,
+    /// An `AF_INET` datagram socket.
+    Inet,
+    EventFd,
     Pipe,
     /// The memfd itself.
     Memfd,
-    Socket,
 }
 
-impl EventKind {
-    fn from_byte(b: u8) -> EventKind {
+impl WakeKind {
+    fn from_byte(b: u8) -> WakeKind {
         match b % 16 {
-            0..=8 => EventKind::Real,
-            9 => EventKind::Blocking,
-            10 => EventKind::Saturated,
-            11 => EventKind::Semaphore,
-            12 => EventKind::Same,
-            13 => EventKind::Pipe,
-            14 => EventKind::Memfd,
-            _ => EventKind::Socket,
+            0..=6 => WakeKind::Real,
+            7 => WakeKind::Fresh,
+            8 => WakeKind::HungUp,
+            9 => WakeKind::Datagram,
+            10 => WakeKind::SeqPacket,
+            11 => WakeKind::Unconnected,
+            12 => WakeKind::Inet,
+            13 => WakeKind::EventFd,
+            14 => WakeKind::Pipe,
+            _ => WakeKind::Memfd,
         }
     }
 
-    fn is_eventfd(self) -> bool {
-        matches!(
-            self,
-            EventKind::Real | EventKind::Blocking | EventKind::Saturated | EventKind::Semaphore
-        )
+    /// Whether it is a connected Unix stream socket, which the end takes.
+    fn accepted(self) -> bool {
+        matches!(self, WakeKind::Real | WakeKind::Fresh | WakeKind::HungUp)
+    }
+
+    /// What `Rejection::NotWakeSocket` must say it found instead.
+    fn found(self) -> &'static str {
+        match self {
+            WakeKind::Real | WakeKind::Fresh | WakeKind::HungUp => "",
+            WakeKind::Datagram | WakeKind::SeqPacket => "a Unix socket that is not a stream socket",
+            WakeKind::Unconnected => "a Unix stream socket that is not connected",
+            WakeKind::Inet => "a socket of another address family",
+            WakeKind::EventFd | WakeKind::Pipe | WakeKind::Memfd => "not a socket",
+        }
     }
 }
 
@@ -490,8 +548,11 @@ struct Setup {
     geometry: u8,
     header_tag: u64,
     expect_tag: Option<u64>,
-    data_ready: EventKind,
-    space_ready: EventKind,
+    wake: WakeKind,
+    /// Copies of its end of the pair the peer keeps (1 or 2).
+    peer_copies: usize,
+    /// The honest end's socket is handed over with `O_NONBLOCK` set.
+    nonblocking: bool,
     liveness: LivenessKind,
     spin: Duration,
     /// The fds come through `handoff::recv_fds`, in a message the peer
@@ -507,6 +568,9 @@ enum Expect {
     Open,
     /// Must be refused, with an error for which the function is true.
     Refuse(&'static str, fn(&Error) -> bool),
+    /// Must be refused because the wake-up fd is not a connected Unix
+    /// stream socket, but this.
+    NotWakeSocket(&'static str),
     /// The header was scribbled: opened, or refused with a `Rejected`.
     OpenOrRejected,
 }
@@ -546,12 +610,8 @@ impl Setup {
             3 => Some(header_tag ^ 1),
             _ => None,
         };
-        let data_ready = match EventKind::from_byte(s.byte()) {
-            // "The same as data_ready" is a fresh eventfd in that slot.
-            EventKind::Same => EventKind::Real,
-            kind => kind,
-        };
-        let space_ready = EventKind::from_byte(s.byte());
+        let wake = WakeKind::from_byte(s.byte());
+        let hold = s.byte();
         let l = s.byte();
         let liveness = match l % 8 {
             5 => LivenessKind::Socket,
@@ -580,8 +640,9 @@ impl Setup {
             geometry,
             header_tag,
             expect_tag,
-            data_ready,
-            space_ready,
+            wake,
+            peer_copies: 1 + usize::from(hold & 1),
+            nonblocking: hold & 2 != 0,
             liveness,
             spin,
             handoff,
@@ -599,14 +660,6 @@ impl Setup {
                 // kind that gets this far: any offset below 48 could be hit.
                 Target::Raw(..) => true,
             })
-    }
-
-    /// The kind of `space_ready`, with `Same` resolved.
-    fn space_ready_is_eventfd(&self) -> bool {
-        match self.space_ready {
-            EventKind::Same => self.data_ready.is_eventfd(),
-            other => other.is_eventfd(),
-        }
     }
 
     /// Whether the hand-off message, if any, is a well-formed one.
@@ -677,6 +730,12 @@ impl Setup {
             MemfdKind::Ring | MemfdKind::Handmade | MemfdKind::SomeSeals(_) => true,
         };
         if self.config_touched() {
+            if !self.wake.accepted() {
+                // Whatever the header says now, this is no ring to open.
+                return Expect::Refuse("a scribbled header and no wake-up socket", |e| {
+                    matches!(e, Error::Rejected(_))
+                });
+            }
             return Expect::OpenOrRejected;
         }
         if self.ring_item != self.item {
@@ -695,25 +754,8 @@ impl Setup {
                 matches!(e, Error::Rejected(Rejection::SizeMismatch { .. }))
             });
         }
-        if !self.data_ready.is_eventfd() {
-            return Expect::Refuse("data_ready is not an eventfd", |e| {
-                matches!(
-                    e,
-                    Error::Rejected(Rejection::NotEventfd {
-                        which: "data_ready"
-                    })
-                )
-            });
-        }
-        if !self.space_ready_is_eventfd() {
-            return Expect::Refuse("space_ready is not an eventfd", |e| {
-                matches!(
-                    e,
-                    Error::Rejected(Rejection::NotEventfd {
-                        which: "space_ready"
-                    })
-                )
-            });
+        if !self.wake.accepted() {
+            return Expect::NotWakeSocket(self.wake.found());
         }
         Expect::Open
     }
@@ -746,11 +788,16 @@ impl Setup {
         let exact = data_offset + cap * self.ring_item.size();
         let image = || header_image(self.ring_item, cap, data_offset, self.header_tag);
         let required = 7;
-        let mut ring_events = None;
+        let mut ring_wake = None;
         let memfd = match self.kind {
             MemfdKind::Ring | MemfdKind::Reopened(_) => {
-                let (memfd, data_ready, space_ready) = self.crate_ring(page);
-                ring_events = Some((data_ready, space_ready));
+                let (memfd, sender_wake, receiver_wake) = self.crate_ring(page);
+                // The honest end gets its side's socket, the peer the other.
+                ring_wake = Some(if self.receiver {
+                    (receiver_wake, sender_wake)
+                } else {
+                    (sender_wake, receiver_wake)
+                });
                 self.pre_write(&memfd, cap);
                 match self.kind {
                     MemfdKind::Reopened(mode) => reopen(&memfd, mode),
@@ -785,19 +832,34 @@ impl Setup {
             MemfdKind::EventFd => eventfd(EventfdFlags::NONBLOCK),
             MemfdKind::Socket => socket(),
         };
-        let (ring_data, ring_space) = match ring_events {
-            Some((d, s)) => (Some(d), Some(s)),
-            None => (None, None),
+        let (wake, peer_end) = wake_fd(self.wake, &memfd, ring_wake);
+        if self.nonblocking {
+            // Not on every kind (an O_PATH memfd refuses), but on sockets.
+            if let Ok(flags) = rustix::fs::fcntl_getfl(&wake) {
+                let set = rustix::fs::fcntl_setfl(&wake, flags | OFlags::NONBLOCK);
+                assert!(set.is_ok() || !self.wake.accepted(), "harness: F_SETFL");
+            }
+        }
+        let mut ends = Vec::new();
+        if let Some(end) = peer_end {
+            for _ in 1..self.peer_copies {
+                ends.push(end.try_clone().expect("harness: dup"));
+            }
+            ends.push(end);
+        }
+        // A dup of the honest end's own socket, as its creator could keep.
+        let honest = self
+            .wake
+            .accepted()
+            .then(|| wake.try_clone().expect("harness: dup"));
+        let flags = honest
+            .as_ref()
+            .map(|fd| rustix::fs::fcntl_getfl(fd).expect("harness: F_GETFL"));
+        let peer = PeerWake {
+            ends,
+            honest,
+            flags,
         };
-        let data_ready = event_fd(self.data_ready, &memfd, None, ring_data);
-        let space_ready = event_fd(self.space_ready, &memfd, Some(&data_ready), ring_space);
-        let peer_dup = |fd: &OwnedFd, is_eventfd: bool| {
-            is_eventfd.then(|| fd.try_clone().expect("harness: dup"))
-        };
-        let peer_events = [
-            peer_dup(&data_ready, self.data_ready.is_eventfd()),
-            peer_dup(&space_ready, self.space_ready_is_eventfd()),
-        ];
         let (liveness, liveness_end, liveness_dead) = match self.liveness {
             LivenessKind::None => (None, None, false),
             LivenessKind::Socket => {
@@ -811,25 +873,24 @@ impl Setup {
             LivenessKind::Pidfd => (Liveness::process(std::process::id()).ok(), None, false),
         };
         let memfd_dup = memfd.try_clone().expect("harness: dup");
-        let fds = Fds {
-            memfd,
-            data_ready,
-            space_ready,
-            peer: liveness,
-        };
-        let (fds, liveness_end, liveness_dead) = match self.handoff {
-            None => (Ok(fds), liveness_end, liveness_dead),
+        let fds = Fds { memfd, wake };
+        let (fds, liveness, liveness_end, liveness_dead) = match self.handoff {
+            None => (Ok(fds), liveness, liveness_end, liveness_dead),
             Some(shape) => {
                 let (ours, theirs) = UnixStream::pair().expect("harness: socketpair");
                 Setup::send_handoff(&ours, fds, shape);
-                // The peer keeps its end: it is the honest end's liveness.
-                (fdring::handoff::recv_fds(&theirs), Some(ours), false)
+                // The peer keeps its end of the hand-off socket, and the
+                // honest end watches it (as `Liveness::socket` suggests).
+                let received = fdring::handoff::recv_fds(&theirs);
+                (received, Some(Liveness::socket(theirs)), Some(ours), false)
             }
         };
         Built {
             fds,
             memfd_dup,
-            peer_events,
+            peer,
+            hung_up: self.wake == WakeKind::HungUp,
+            liveness,
             liveness_end,
             liveness_dead,
         }
@@ -838,35 +899,27 @@ impl Setup {
     /// Sends the fds over `socket` as `handoff::send_fds` does, or not
     /// quite: `shape` bits 0-1 are the data (0-1 the right 16 bytes, 2 one
     /// byte changed, 3 only 15 bytes and a shutdown), bits 2-4 how many fds
-    /// (0-3 the three, 4 none, 5 two, 6 four, 7 nine: more than the
-    /// receiver has room for).
+    /// (0-3 the two, 4 none, 5 one, 6 three, 7 nine: more than the
+    /// receiver has room for). Every fd sent is the memfd or the honest
+    /// end's socket: never the peer's end, which must not outlive the peer.
     fn send_handoff(socket: &UnixStream, fds: Fds, shape: u8) {
         use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
         use std::io::IoSlice;
 
-        let mut data = *b"fdring-fds-v1\0\0\0";
+        let mut data = *b"fdring-fds-v2\0\0\0";
         let mut len = data.len();
         match shape & 3 {
             2 => data[usize::from(shape >> 5) % 16] ^= 0x20,
             3 => len -= 1,
             _ => {}
         }
-        let all = [
-            fds.memfd.as_fd(),
-            fds.data_ready.as_fd(),
-            fds.space_ready.as_fd(),
-            fds.memfd.as_fd(),
-            fds.data_ready.as_fd(),
-            fds.space_ready.as_fd(),
-            fds.memfd.as_fd(),
-            fds.data_ready.as_fd(),
-            fds.space_ready.as_fd(),
-        ];
+        let (memfd, wake) = (fds.memfd.as_fd(), fds.wake.as_fd());
+        let all = [memfd, wake, wake, memfd, wake, memfd, wake, memfd, wake];
         let count = match shape >> 2 & 7 {
-            0..=3 => 3,
+            0..=3 => 2,
             4 => 0,
-            5 => 2,
-            6 => 4,
+            5 => 1,
+            6 => 3,
             _ => 9,
         };
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(9))];
@@ -889,24 +942,24 @@ impl Setup {
         }
     }
 
-    /// A ring made by the crate: its memfd and eventfds, with neither end
-    /// closed.
+    /// A ring made by the crate: its memfd, the sender's socket end and
+    /// the receiver's, with neither end closed.
     fn crate_ring(&self, page: u64) -> (OwnedFd, OwnedFd, OwnedFd) {
-        fn build<R: Pod>(builder: Builder) -> Fds {
+        fn build<R: Pod>(builder: Builder) -> (Fds, Fds) {
             let (tx, rx) = builder.build::<R>().expect("harness: building a ring");
-            drop(rx.into_fds().expect("harness: into_fds"));
-            tx.into_fds().expect("harness: into_fds")
+            let rx = rx.into_fds().expect("harness: into_fds");
+            (tx.into_fds().expect("harness: into_fds"), rx)
         }
         let mut builder = Builder::new().capacity(self.requested_capacity(page));
         if self.header_tag != 0 {
             builder = builder.type_tag(self.header_tag);
         }
-        let fds = match self.ring_item {
+        let (tx, rx) = match self.ring_item {
             ItemKind::U64 => build::<u64>(builder),
             ItemKind::Bytes12 => build::<[u8; 12]>(builder),
             ItemKind::U8 => build::<u8>(builder),
         };
-        (fds.memfd, fds.data_ready, fds.space_ready)
+        (tx.memfd, tx.wake, rx.wake)
     }
 
     /// A memfd of `size` bytes holding `image`, with the script's writes,
@@ -1044,30 +1097,71 @@ fn temp_file() -> OwnedFd {
     fd
 }
 
-/// The fd handed over as an eventfd slot.
-fn event_fd(
-    kind: EventKind,
+/// A Unix socket pair of `kind`, close-on-exec and blocking.
+fn unix_pair(kind: SocketType) -> (OwnedFd, OwnedFd) {
+    rustix::net::socketpair(AddressFamily::UNIX, kind, SocketFlags::CLOEXEC, None)
+        .expect("harness: socketpair")
+}
+
+/// The fd handed over as the wake-up socket, and the peer's end of its
+/// pair if it has one the peer keeps. `from_ring` is the crate's pair
+/// (the honest end's, the peer's) for a ring the crate made.
+fn wake_fd(
+    kind: WakeKind,
     memfd: &OwnedFd,
-    data_ready: Option<&OwnedFd>,
-    from_ring: Option<OwnedFd>,
-) -> OwnedFd {
+    from_ring: Option<(OwnedFd, OwnedFd)>,
+) -> (OwnedFd, Option<OwnedFd>) {
+    let lone = |fd: OwnedFd| (fd, None);
     match kind {
-        EventKind::Real => from_ring.unwrap_or_else(|| eventfd(EventfdFlags::NONBLOCK)),
-        EventKind::Blocking => eventfd(EventfdFlags::empty()),
-        EventKind::Saturated => {
-            let fd = eventfd(EventfdFlags::NONBLOCK);
-            rustix::io::write(&fd, &(u64::MAX - 1).to_ne_bytes()).expect("harness: eventfd");
-            fd
+        WakeKind::Real => {
+            let (ours, theirs) = from_ring.unwrap_or_else(|| unix_pair(SocketType::STREAM));
+            (ours, Some(theirs))
         }
-        EventKind::Semaphore => eventfd(EventfdFlags::NONBLOCK | EventfdFlags::SEMAPHORE),
-        EventKind::Same => match data_ready {
-            Some(fd) => fd.try_clone().expect("harness: dup"),
-            None => from_ring.unwrap_or_else(|| eventfd(EventfdFlags::NONBLOCK)),
-        },
-        EventKind::Pipe => pipe(),
-        EventKind::Memfd => memfd.try_clone().expect("harness: dup"),
-        EventKind::Socket => socket(),
+        WakeKind::Fresh => {
+            let (ours, theirs) = UnixStream::pair().expect("harness: socketpair");
+            (ours.into(), Some(theirs.into()))
+        }
+        WakeKind::HungUp => lone(unix_pair(SocketType::STREAM).0),
+        WakeKind::Datagram => lone(unix_pair(SocketType::DGRAM).0),
+        WakeKind::SeqPacket => lone(unix_pair(SocketType::SEQPACKET).0),
+        WakeKind::Unconnected => lone(
+            rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC,
+                None,
+            )
+            .expect("harness: socket"),
+        ),
+        WakeKind::Inet => lone(inet_socket()),
+        WakeKind::EventFd => lone(eventfd(EventfdFlags::NONBLOCK)),
+        WakeKind::Pipe => lone(pipe()),
+        WakeKind::Memfd => lone(memfd.try_clone().expect("harness: dup")),
     }
+}
+
+/// A socket of a family other than `AF_UNIX`: `AF_INET`, or `AF_INET6`
+/// where there is no IPv4.
+fn inet_socket() -> OwnedFd {
+    [AddressFamily::INET, AddressFamily::INET6]
+        .into_iter()
+        .find_map(|family| {
+            rustix::net::socket_with(family, SocketType::DGRAM, SocketFlags::CLOEXEC, None).ok()
+        })
+        .expect("harness: an AF_INET or AF_INET6 socket")
+}
+
+/// The peer's hold on the wake-up sockets.
+struct PeerWake {
+    /// The copies of the peer's own end of the pair: the honest end sees
+    /// the peer hang up once the last one is closed.
+    ends: Vec<OwnedFd>,
+    /// A dup of the honest end's socket (the same open file description),
+    /// kept as the ring's hostile creator could.
+    honest: Option<OwnedFd>,
+    /// The file status flags of the honest end's socket as the peer last
+    /// set them: fdring never changes them.
+    flags: Option<OFlags>,
 }
 
 /// The fds to hand over, and what the peer keeps.
@@ -1076,8 +1170,11 @@ struct Built {
     fds: Result<Fds, Error>,
     /// The harness's own dup of the memfd, to map it once an end opened.
     memfd_dup: OwnedFd,
-    /// The peer's dups of `data_ready` and `space_ready`, if eventfds.
-    peer_events: [Option<OwnedFd>; 2],
+    peer: PeerWake,
+    /// The honest end's socket was handed over hung up.
+    hung_up: bool,
+    /// What the honest end watches with `watch_peer` once open.
+    liveness: Option<Liveness>,
     /// The peer's end of a liveness socket.
     liveness_end: Option<UnixStream>,
     /// Whether the liveness fd already says the peer is gone.
@@ -1116,6 +1213,10 @@ struct Model {
     pending: Pending,
     /// The liveness fd says the peer is gone (the end may not know yet).
     liveness_dead: bool,
+    /// The honest end's socket is hung up: every copy of the peer's end is
+    /// closed, or the peer shut down its sending side, or the honest
+    /// side's receiving side through its dup (the end may not know yet).
+    hung_up: bool,
     /// A `prepare_wait` on a corrupted end may have replaced its recorded
     /// corruption (see [`Options::prepare_wait_sticky`]).
     restuck: bool,
@@ -1123,6 +1224,12 @@ struct Model {
 }
 
 impl Model {
+    /// Whether the honest end may know the peer is gone, and must find
+    /// out when it waits.
+    fn gone(&self) -> bool {
+        self.liveness_dead || self.hung_up
+    }
+
     fn check_payload(&self, c: Corruption, what: &str) {
         match c {
             Corruption::IndexOutOfRange {
@@ -1180,7 +1287,7 @@ impl Model {
         if corrupted
             && e == Error::Disconnected
             && self.sender
-            && self.liveness_dead
+            && self.gone()
             && !self.options.corrupted_before_gone
         {
             // Known (see `Options::corrupted_before_gone`).
@@ -1223,12 +1330,12 @@ impl Model {
     }
 }
 
-/// The peer: its own mapping, its dups of the eventfds, its liveness end.
+/// The peer: its own mapping, its hold on the wake-up sockets, its liveness
+/// end.
 struct World {
     raw: Raw,
     m: Model,
-    /// The peer's dups of `data_ready` and `space_ready`.
-    events: [Option<OwnedFd>; 2],
+    wake: PeerWake,
     liveness_end: Option<UnixStream>,
     /// What is left of [`WAIT_BUDGET`].
     wait_budget: Duration,
@@ -1306,6 +1413,17 @@ impl World {
             (peer, self.m.mine)
         };
         legal(write, read, self.m.cap).then(|| write - read)
+    }
+
+    /// The timeout of a `_timeout` call: the script's, or [`GONE_WAIT`]
+    /// once the peer is gone (see `check_call_err`).
+    fn timeout(&mut self, s: &mut Script) -> Duration {
+        let scripted = self.duration(s);
+        if self.m.gone() {
+            GONE_WAIT
+        } else {
+            scripted
+        }
     }
 
     /// A timeout for a `_timeout` call: none, microseconds, or a
@@ -1415,7 +1533,7 @@ impl World {
                 let bytes: Vec<u8> = (0..1 + s.below(16)).map(|_| s.byte()).collect();
                 self.raw.write_data(offset, &bytes);
             }
-            8 => self.eventfd_action(s),
+            8 => self.wake_action(s),
             9 if !in_closure => {
                 let len = self.raw.len as u64;
                 let offset = u64::from(s.u32()) % len;
@@ -1450,9 +1568,13 @@ impl World {
         );
     }
 
-    /// The peer following the protocol: it consumes (if the honest end
-    /// sends) or publishes items, then wakes the honest end if it is armed.
+    /// The peer following the protocol: it reads the wake-ups it was sent,
+    /// consumes (if the honest end sends) or publishes items, then wakes
+    /// the honest end if it is armed.
     fn honest_step(&mut self, s: &mut Script) {
+        if let Some(end) = self.wake.ends.first() {
+            take_all(end.as_fd(), usize::MAX);
+        }
         let cap = self.m.cap;
         let write = self.raw.write_index().load(Ordering::Acquire);
         let read = self.raw.read_index().load(Ordering::Acquire);
@@ -1482,42 +1604,155 @@ impl World {
             CONSUMER_ARMED
         };
         if self.raw.u32_at(offset).swap(0, Ordering::AcqRel) != 0 {
-            let wake = if self.m.sender { 1 } else { 0 };
-            if let Some(fd) = &self.events[wake] {
-                peer_write(fd.as_fd(), 1);
+            if let Some(end) = self.wake.ends.first() {
+                let _ = rustix::net::send(end, &[1], DONTWAIT);
             }
         }
     }
 
-    fn eventfd_action(&mut self, s: &mut Script) {
-        let which = s.below(2);
-        let action = s.below(4);
-        let Some(fd) = &self.events[which] else {
-            return;
-        };
-        let fd = fd.as_fd();
+    /// One action of the peer on the wake-up sockets: on its own end, or
+    /// on the honest end's through its dup. Every call it makes passes
+    /// `MSG_DONTWAIT`, so none blocks whatever the flags; none raises
+    /// `SIGPIPE`.
+    fn wake_action(&mut self, s: &mut Script) {
+        let action = s.below(11);
+        let arg = s.byte();
+        let end = self.wake.ends.first().map(|fd| fd.as_fd());
+        let honest = self.wake.honest.as_ref().map(|fd| fd.as_fd());
+        let chunk = [1, 64, 4096][usize::from(arg) % 3];
         match action {
-            0 => peer_write(fd, 1),
-            1 => {
-                peer_drain(fd);
-                peer_write(fd, u64::MAX - 1);
+            // A spurious wake-up.
+            0 => {
+                if let Some(end) = end {
+                    let _ = rustix::net::send(end, &[1], DONTWAIT);
+                }
             }
-            2 => peer_drain(fd),
-            _ => {
-                // The file status flags belong to the open file description,
-                // which the peer shares with the honest end.
-                if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
-                    let flags = if self.options.clear_nonblock {
-                        flags - OFlags::NONBLOCK
+            // A flood, until the honest end's socket takes no more.
+            1 => {
+                if let Some(end) = end {
+                    flood(end, chunk);
+                }
+            }
+            // The honest end's send buffer filled from its own socket, so
+            // that its next wake-up finds no room.
+            2 => {
+                if let Some(honest) = honest {
+                    flood(honest, chunk);
+                }
+            }
+            // The shared file status flags: clear O_NONBLOCK (or set it,
+            // see `Options::clear_nonblock`) on both descriptions.
+            3 => {
+                let clear = self.options.clear_nonblock && arg & 1 == 0;
+                for fd in end.into_iter().chain(honest) {
+                    if let Ok(flags) = rustix::fs::fcntl_getfl(fd) {
+                        let flags = if clear {
+                            flags - OFlags::NONBLOCK
+                        } else {
+                            flags | OFlags::NONBLOCK
+                        };
+                        let _ = rustix::fs::fcntl_setfl(fd, flags);
+                    }
+                }
+                if let Some(honest) = honest {
+                    self.wake.flags = rustix::fs::fcntl_getfl(honest).ok();
+                }
+            }
+            // Wake-ups stolen from the honest end: one byte, 64, or all.
+            4 => {
+                if let Some(honest) = honest {
+                    let limit = [1, 64, usize::MAX][usize::from(arg) % 3];
+                    take_all(honest, limit);
+                }
+            }
+            // The peer reads what the honest end sent it.
+            5 => {
+                if let Some(end) = end {
+                    take_all(end, usize::MAX);
+                }
+            }
+            // The peer shuts its end down: for sending (the honest end
+            // reads end-of-file: a hang-up), for receiving (the honest
+            // end's wake-ups fail with EPIPE), or both.
+            6 => {
+                if let Some(end) = end {
+                    let how =
+                        [Shutdown::Write, Shutdown::Read, Shutdown::Both][usize::from(arg) % 3];
+                    if rustix::net::shutdown(end, how).is_ok() && how != Shutdown::Read {
+                        self.m.hung_up = true;
+                    }
+                }
+            }
+            // The peer closes one copy of its end; the last one is a
+            // hang-up.
+            7 => {
+                if self.wake.ends.pop().is_some() && self.wake.ends.is_empty() {
+                    self.m.hung_up = true;
+                }
+            }
+            // The honest end's socket shut down through the dup: for
+            // receiving (it reads end-of-file, as if the peer hung up),
+            // or for sending (its wake-ups fail with EPIPE).
+            8 => {
+                if let Some(honest) = honest {
+                    let how = if arg & 1 == 0 {
+                        Shutdown::Read
                     } else {
-                        flags | OFlags::NONBLOCK
+                        Shutdown::Write
                     };
-                    let _ = rustix::fs::fcntl_setfl(fd, flags);
+                    if rustix::net::shutdown(honest, how).is_ok() && how == Shutdown::Read {
+                        self.m.hung_up = true;
+                    }
+                }
+            }
+            // The peer closes every copy of its end at once.
+            9 => {
+                if !self.wake.ends.is_empty() {
+                    self.wake.ends.clear();
+                    self.m.hung_up = true;
+                }
+            }
+            // A wake-up sent from the honest end's socket: the peer's end
+            // reads it as if the honest end had woken it.
+            _ => {
+                if let Some(honest) = honest {
+                    let _ = rustix::net::send(honest, &[1], DONTWAIT);
                 }
             }
         }
+        trace!(
+            "  wake action {action} ({arg}): {} copies of the peer's end, hung up: {}",
+            self.wake.ends.len(),
+            self.m.hung_up
+        );
+    }
+
+    /// Whether the honest end's socket has no byte queued to read (known
+    /// only through the dup; `false` without one).
+    fn honest_queue_empty(&self) -> bool {
+        self.wake
+            .honest
+            .as_ref()
+            .is_some_and(|fd| rustix::io::ioctl_fionread(fd).is_ok_and(|n| n == 0))
+    }
+
+    /// Checks that the honest end left its socket's file status flags as
+    /// the peer last set them.
+    fn check_flags(&self, what: &str) {
+        if let (Some(honest), Some(flags)) = (&self.wake.honest, self.wake.flags) {
+            let now = rustix::fs::fcntl_getfl(honest).expect("harness: F_GETFL");
+            assert_eq!(
+                now, flags,
+                "{what}: the wake-up socket's file status flags changed"
+            );
+        }
     }
 }
+
+/// The flags of every send of the harness: it never blocks, and a closed
+/// peer is `EPIPE`, not `SIGPIPE` (the fuzzer's process keeps its default
+/// handler).
+const DONTWAIT: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
 
 fn ready(fd: BorrowedFd<'_>, flags: PollFlags) -> bool {
     let mut fds = [PollFd::new(&fd, flags)];
@@ -1528,18 +1763,32 @@ fn ready(fd: BorrowedFd<'_>, flags: PollFlags) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
 }
 
-/// Adds `n` to an eventfd if that cannot block (the peer may have made it
-/// blocking, and it is alone in this thread).
-fn peer_write(fd: BorrowedFd<'_>, n: u64) {
-    if (n == 1 && ready(fd, PollFlags::OUT)) || (n > 1 && !ready(fd, PollFlags::IN)) {
-        let _ = rustix::io::write(fd, &n.to_ne_bytes());
+/// Sends `chunk`-byte messages on `fd` until it takes no more.
+fn flood(fd: BorrowedFd<'_>, chunk: usize) {
+    let bytes = [0x5a; 4096];
+    for _ in 0..MAX_ROUNDS {
+        match rustix::net::send(fd, &bytes[..chunk], DONTWAIT) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => break,
+        }
     }
 }
 
-fn peer_drain(fd: BorrowedFd<'_>) {
-    if ready(fd, PollFlags::IN) {
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(fd, &mut buf);
+/// Receives up to `limit` bytes from `fd`, without waiting.
+fn take_all(fd: BorrowedFd<'_>, limit: usize) {
+    let mut buf = [0u8; 4096];
+    let mut left = limit;
+    for _ in 0..MAX_ROUNDS {
+        if left == 0 {
+            break;
+        }
+        let n = left.min(buf.len());
+        match rustix::net::recv(fd, &mut buf[..n], RecvFlags::DONTWAIT) {
+            Ok((0, _)) => break,
+            Ok((got, _)) => left = left.saturating_sub(got),
+            Err(Errno::INTR) => {}
+            Err(_) => break,
+        }
     }
 }
 
@@ -1556,7 +1805,9 @@ fn session<T: Item>(
     let Built {
         fds,
         memfd_dup,
-        peer_events,
+        peer,
+        hung_up,
+        liveness,
         liveness_end,
         liveness_dead,
     } = built;
@@ -1572,9 +1823,12 @@ fn session<T: Item>(
     } else {
         check_open(builder.open_sender::<T>(fds), expect).map(End::Sender)
     };
-    let Some(end) = opened else {
+    let Some(mut end) = opened else {
         return;
     };
+    if let Some(liveness) = liveness {
+        end.watch_peer(liveness);
+    }
     let raw = Raw::map(&memfd_dup);
     drop(memfd_dup);
     assert_eq!(
@@ -1596,11 +1850,12 @@ fn session<T: Item>(
             stuck: None,
             pending: Pending::None,
             liveness_dead,
+            hung_up,
             restuck: false,
             options,
         },
         raw,
-        events: peer_events,
+        wake: peer,
         liveness_end,
         wait_budget: WAIT_BUDGET,
         options,
@@ -1636,6 +1891,7 @@ fn session<T: Item>(
             took <= limit + SLACK,
             "op {op} took {took:?} with a timeout of {limit:?}: hung"
         );
+        world.check_flags("a call");
     }
     if let Some(end) = end {
         drop(end);
@@ -1653,9 +1909,20 @@ fn check_open<E>(result: Result<E, Error>, expect: &Expect) -> Option<E> {
     match (result, expect) {
         (Ok(end), Expect::Open | Expect::OpenOrRejected) => Some(end),
         (Ok(_), Expect::Refuse(why, _)) => panic!("opened a ring that must be refused: {why}"),
+        (Ok(_), Expect::NotWakeSocket(found)) => {
+            panic!("opened a ring whose wake-up fd is {found}")
+        }
         (Err(e), Expect::Open) => panic!("a valid ring was refused: {e:?}"),
         (Err(e), Expect::Refuse(why, ok)) => {
             assert!(ok(&e), "{why}: refused with the wrong error {e:?}");
+            None
+        }
+        (Err(e), Expect::NotWakeSocket(found)) => {
+            assert_eq!(
+                e,
+                Error::Rejected(Rejection::NotWakeSocket { found }),
+                "a wake-up fd that is {found}: refused with the wrong error"
+            );
             None
         }
         (Err(e), Expect::OpenOrRejected) => {
@@ -1678,6 +1945,13 @@ impl<T: Item> End<T> {
         match self {
             End::Sender(tx) => tx.capacity() as u64,
             End::Receiver(rx) => rx.capacity() as u64,
+        }
+    }
+
+    fn watch_peer(&mut self, liveness: Liveness) {
+        match self {
+            End::Sender(tx) => tx.watch_peer(liveness),
+            End::Receiver(rx) => rx.watch_peer(liveness),
         }
     }
 }
@@ -1735,7 +2009,8 @@ impl World {
         match reopened {
             Ok(end) => {
                 // The liveness went with the old end: the peer's end of it
-                // means nothing any more.
+                // means nothing any more. The socket came along, hung up or
+                // not.
                 self.m.liveness_dead = false;
                 self.liveness_end = None;
                 self.opened();
@@ -1802,8 +2077,12 @@ impl World {
     }
 
     /// After the honest end published or released `n > 0` slots: its index
-    /// is in the header, and the peer was woken if and only if armed.
+    /// is in the header, and the peer was woken if and only if armed (and
+    /// then its end of the pair has something to read, unless it closed
+    /// every copy: the wake-up byte, or what the peer queued itself, or a
+    /// shutdown).
     fn committed(&mut self, n: usize, armed: u32, writes_before: u64, writes_after: u64) {
+        trace!("  committed {n} (peer armed: {armed})");
         self.m.mine += n as u64;
         assert_eq!(
             self.own_index().load(Ordering::Acquire),
@@ -1817,6 +2096,12 @@ impl World {
                 writes_before + 1,
                 "an armed peer was not woken"
             );
+            if let Some(end) = self.wake.ends.first() {
+                assert!(
+                    ready(end.as_fd(), PollFlags::IN),
+                    "an armed peer was woken, but its socket end has nothing to read"
+                );
+            }
         } else {
             assert_eq!(writes_after, writes_before, "an unarmed peer was woken");
         }
@@ -1847,7 +2132,7 @@ impl World {
 
     fn check_disconnected(&self, what: &str) {
         assert!(
-            self.peer_closed() || self.m.liveness_dead,
+            self.peer_closed() || self.m.gone(),
             "{what}: Disconnected though the peer is neither closed nor gone"
         );
         if !self.m.sender {
@@ -1863,11 +2148,17 @@ impl World {
     /// there is nothing to do, `io` whether it makes system calls that may
     /// fail.
     fn check_call_err(&mut self, e: Error, what: &str, would_block: Error, io: bool) {
+        trace!("  {what}: {e:?}");
         let Some(e) = self.m.check_err(e, what) else {
             return;
         };
         match e {
             Error::Disconnected => self.check_disconnected(what),
+            Error::Timeout if self.m.gone() => panic!(
+                "{what}: Timeout though the peer is gone (socket hung up: {}, liveness fired: \
+                 {}): a wait must see that and answer Disconnected",
+                self.m.hung_up, self.m.liveness_dead
+            ),
             Error::Io { .. } if io => {}
             e if e == would_block && self.m.sender => self.check_full(what),
             e if e == would_block => self.check_empty(what),
@@ -1898,7 +2189,10 @@ impl World {
         }
     }
 
-    fn check_prepare_wait(&mut self, result: Result<bool, Error>, what: &str) {
+    /// `quiet` says whether the honest end's socket had nothing queued
+    /// before the call (so its drain found it empty and it armed).
+    fn check_prepare_wait(&mut self, result: Result<bool, Error>, quiet: bool, what: &str) {
+        trace!("  {what}: {result:?} (nothing queued before: {quiet})");
         let corrupted =
             self.m.stuck.is_some() || matches!(self.m.pending, Pending::Exact(_) | Pending::Some);
         if corrupted && !self.options.prepare_wait_sticky && result.is_ok() {
@@ -1924,8 +2218,11 @@ impl World {
                     "{what}: may wait though the peer closed"
                 );
                 assert!(
-                    !self.m.liveness_dead,
-                    "{what}: may wait though the peer is gone"
+                    !self.m.gone(),
+                    "{what}: may wait though the peer is gone (socket hung up: {}, liveness \
+                     fired: {})",
+                    self.m.hung_up,
+                    self.m.liveness_dead
                 );
                 assert_eq!(self.own_armed(), 1, "{what}: may wait unarmed");
                 if self.m.sender {
@@ -1935,9 +2232,11 @@ impl World {
                 }
             }
             Ok(false) => {
-                // Unless the peer is closed or gone, it looked at the peer's
-                // index: it may have found it bad.
-                let looked = !self.peer_closed() && !self.m.liveness_dead;
+                // Unless the peer is closed or gone, or wake-ups were queued
+                // (a flood may be left partly undrained, and then it says
+                // "retry" without arming), it armed and so looked at the
+                // peer's index: it may have found it bad.
+                let looked = !self.peer_closed() && !self.m.gone() && quiet;
                 if looked && self.m.stuck.is_none() && self.m.pending == Pending::None {
                     self.m.pending = if self.fill().is_none() {
                         Pending::Some
@@ -1958,7 +2257,7 @@ impl World {
         seq: &mut u64,
     ) -> Duration {
         let armed = self.peer_armed();
-        let writes = tx.stats().eventfd_writes;
+        let writes = tx.stats().wakeups;
         let mut limit = Duration::ZERO;
         match op {
             0 | 10 => {
@@ -1969,7 +2268,7 @@ impl World {
                 }
             }
             3 => {
-                limit = self.duration(s);
+                limit = self.timeout(s);
                 let item = T::seq(*seq);
                 match tx.send_timeout(item, limit) {
                     Ok(()) => self.sent(tx, &[item], seq, armed, writes, "send_timeout"),
@@ -1980,7 +2279,7 @@ impl World {
                 let k = s.byte();
                 let act = op == 11 || k & 0x80 != 0;
                 if op == 4 {
-                    limit = self.duration(s);
+                    limit = self.timeout(s);
                 }
                 let mut lent = None;
                 let mut armed_at_commit = armed;
@@ -2065,8 +2364,9 @@ impl World {
                 );
             }
             _ => {
+                let quiet = self.honest_queue_empty();
                 let r = tx.prepare_wait();
-                self.check_prepare_wait(r, "prepare_wait");
+                self.check_prepare_wait(r, quiet, "prepare_wait");
             }
         }
         limit
@@ -2098,7 +2398,7 @@ impl World {
             return;
         }
         self.check_slots(items, self.m.mine);
-        self.committed(items.len(), armed, writes, tx.stats().eventfd_writes);
+        self.committed(items.len(), armed, writes, tx.stats().wakeups);
     }
 
     fn receiver_op<T: Item>(
@@ -2108,12 +2408,12 @@ impl World {
         op: usize,
     ) -> Duration {
         let armed = self.peer_armed();
-        let writes = rx.stats().eventfd_writes;
+        let writes = rx.stats().wakeups;
         let mut limit = Duration::ZERO;
         match op {
             0 | 3 | 10 => {
                 let result = if op == 3 {
-                    limit = self.duration(s);
+                    limit = self.timeout(s);
                     rx.recv_timeout(limit)
                 } else {
                     rx.try_recv()
@@ -2135,7 +2435,7 @@ impl World {
                 let k = s.byte();
                 let act = op == 11 || k & 0x80 != 0;
                 if op == 4 {
-                    limit = self.duration(s);
+                    limit = self.timeout(s);
                 }
                 let mut lent = None;
                 let mut armed_at_commit = armed;
@@ -2164,7 +2464,7 @@ impl World {
                         assert_eq!(n, pick(k, lent), "{what}: not the count the closure gave");
                         self.m.check_ok(what);
                         if n > 0 {
-                            let after = rx.stats().eventfd_writes;
+                            let after = rx.stats().wakeups;
                             self.committed(n, armed_at_commit, writes, after);
                         }
                     }
@@ -2225,8 +2525,9 @@ impl World {
                 );
             }
             _ => {
+                let quiet = self.honest_queue_empty();
                 let r = rx.prepare_wait();
-                self.check_prepare_wait(r, "prepare_wait");
+                self.check_prepare_wait(r, quiet, "prepare_wait");
             }
         }
         limit
@@ -2252,6 +2553,6 @@ impl World {
             "{what}: received past every write index the peer stored"
         );
         self.check_slots(items, self.m.mine);
-        self.committed(items.len(), armed, writes, rx.stats().eventfd_writes);
+        self.committed(items.len(), armed, writes, rx.stats().wakeups);
     }
 }
