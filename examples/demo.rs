@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             eprintln!("demo: {e}");
             if json {
                 println!(
-                    "{{\"items\": 0, \"bytes\": 0, \"seconds\": 0, \"wakeups\": 0, \
+                    "{{\"items\": 0, \"bytes\": 0, \"seconds\": 0, \"wakeups\": 0, \"eventfd_writes\": 0, \
                      \"verified\": false, \"error\": {}}}",
                     json_string(&e.to_string())
                 );
@@ -269,15 +269,18 @@ impl Summary {
         }
         println!("  verified: {}", self.verified());
         if json {
+            // `eventfd_writes` is the name scripts were promised when the
+            // wake-ups were eventfd writes; it stays, equal to `wakeups`.
+            let wakeups = self.wakeups + child_wakeups;
             println!(
                 "{{\"items\": {ITEMS}, \"records\": {RECORDS}, \"bytes\": {}, \
-                 \"seconds\": {:.6}, \"gb_per_s\": {:.3}, \"wakeups\": {}, \
+                 \"seconds\": {:.6}, \"gb_per_s\": {:.3}, \"wakeups\": {wakeups}, \
+                 \"eventfd_writes\": {wakeups}, \
                  \"wakeups_parent\": {}, \"wakeups_child\": {}, \
                  \"sleeps_parent\": {}, \"sleeps_child\": {}, \"verified\": {}}}",
                 self.bytes(),
                 self.seconds,
                 gb_per_s(self.bytes(), self.seconds),
-                self.wakeups + child_wakeups,
                 self.wakeups,
                 child_wakeups,
                 self.sleeps,
