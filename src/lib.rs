@@ -34,6 +34,7 @@
 //! | `signal` | the wake-up socket and peer liveness |
 //! | `channel` | [`Sender`] and [`Receiver`] |
 //! | [`handoff`] | moving the fds to another process |
+//! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: [`Sender`] and [`Receiver`] as `mio` sources, and `AsyncSender` / `AsyncReceiver` on tokio's `AsyncFd` |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -57,6 +58,11 @@ pub mod handoff;
 mod memfd;
 #[cfg(not(loom))]
 mod signal;
+
+#[cfg(all(feature = "mio", not(loom)))]
+pub mod mio;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub mod tokio;
 
 #[cfg(not(loom))]
 pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
