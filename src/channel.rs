@@ -1007,7 +1007,8 @@ fn copy_into<T: Pod>(slots: &mut [MaybeUninit<T>], items: &[T]) -> usize {
 impl<T: Pod> AsFd for Sender<T> {
     /// The wake-up socket: after [`prepare_wait`](Sender::prepare_wait)
     /// returned `true`, it becomes readable when the receiver frees space
-    /// or closes, and hangs up when the receiver's process is gone.
+    /// or closes, and hangs up when the receiver's process is gone. It is
+    /// the same fd for the whole life of the end.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.end.wake.as_fd()
     }
@@ -1358,7 +1359,8 @@ impl<T: Pod> AsFd for Receiver<T> {
     /// The wake-up socket: after
     /// [`prepare_wait`](Receiver::prepare_wait) returned `true`, it becomes
     /// readable when the sender publishes or closes, and hangs up when the
-    /// sender's process is gone.
+    /// sender's process is gone. It is the same fd for the whole life of
+    /// the end.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.end.wake.as_fd()
     }
