@@ -887,7 +887,7 @@ impl<T: Pod> Sender<T> {
 
     /// Lends at least one free slot (waiting as `wait` says) to `fill`,
     /// then publishes what it wrote. `want` is how many it could use.
-    #[inline]
+    #[inline(always)]
     fn send_in<F>(&mut self, want: usize, wait: Wait, fill: F) -> Result<usize, Error>
     where
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
@@ -1238,7 +1238,7 @@ impl<T: Pod> Receiver<T> {
     /// Lends at least one ready item (waiting as `wait` says) to
     /// `consume`, then releases what it consumed. `want` is how many it
     /// could use.
-    #[inline]
+    #[inline(always)]
     fn recv_in<F>(&mut self, want: usize, wait: Wait, consume: F) -> Result<usize, Error>
     where
         F: FnOnce(&[T]) -> usize,
