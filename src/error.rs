@@ -36,6 +36,14 @@ pub enum Error {
     /// The memfd, its header or one of the fds handed over was not
     /// acceptable; nothing was mapped.
     Rejected(Rejection),
+    /// A frame of `len` bytes was asked for, but the ring can never hold a
+    /// frame of more than `max` bytes (see `FrameSender::max_frame_len`).
+    FrameTooLarge {
+        /// The length asked for.
+        len: u64,
+        /// The largest frame this ring can hold.
+        max: u64,
+    },
     /// A system call failed.
     Io {
         /// What fdring was doing.
@@ -65,6 +73,18 @@ pub enum Corruption {
         before: u64,
         /// The value read now.
         now: u64,
+    },
+    /// A frame record in a byte ring is not valid (see `FrameReceiver`).
+    BadFrame {
+        /// The record's offset in the stream, counted from where this
+        /// receiver started.
+        at: u64,
+        /// Where the header claims the record ends, relative to `at`;
+        /// `None` if it is not a frame header at all (wrong marker or
+        /// padding, or a misaligned payload).
+        claimed_end: Option<u64>,
+        /// The bytes published from `at` on.
+        ready: u64,
     },
 }
 
@@ -202,6 +222,9 @@ impl PartialEq for Error {
             | (Error::Empty, Error::Empty)
             | (Error::Timeout, Error::Timeout)
             | (Error::Disconnected, Error::Disconnected) => true,
+            (Error::FrameTooLarge { len: a, max: x }, Error::FrameTooLarge { len: b, max: y }) => {
+                a == b && x == y
+            }
             (Error::Corrupted(a), Error::Corrupted(b)) => a == b,
             (Error::Rejected(a), Error::Rejected(b)) => a == b,
             (
@@ -228,6 +251,11 @@ impl fmt::Display for Error {
             Error::Disconnected => f.write_str("the other end of the ring is gone"),
             Error::Corrupted(c) => write!(f, "the peer corrupted the ring: {c}"),
             Error::Rejected(r) => write!(f, "ring rejected: {r}"),
+            Error::FrameTooLarge { len, max } => write!(
+                f,
+                "a frame of {len} bytes is larger than this ring can ever hold \
+                 ({max} bytes at most)"
+            ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -247,6 +275,23 @@ impl fmt::Display for Corruption {
             Corruption::IndexWentBack { before, now } => {
                 write!(f, "a peer index went back from {before} to {now}")
             }
+            Corruption::BadFrame {
+                at,
+                claimed_end: Some(end),
+                ready,
+            } => write!(
+                f,
+                "the frame at stream offset {at} claims {end} bytes, but only {ready} are published"
+            ),
+            Corruption::BadFrame {
+                at,
+                claimed_end: None,
+                ..
+            } => write!(
+                f,
+                "the record at stream offset {at} is not a frame header (marker, padding or \
+                 alignment)"
+            ),
         }
     }
 }
@@ -356,6 +401,7 @@ impl From<Error> for io::Error {
             Error::Timeout => io::ErrorKind::TimedOut,
             Error::Disconnected => io::ErrorKind::BrokenPipe,
             Error::Corrupted(_) | Error::Rejected(_) => io::ErrorKind::InvalidData,
+            Error::FrameTooLarge { .. } => io::ErrorKind::InvalidInput,
             Error::Io { source, .. } => source.kind(),
         };
         io::Error::new(kind, error)

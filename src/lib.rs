@@ -33,6 +33,7 @@
 //! | `memfd` | the sealed memfd and its mirrored mapping |
 //! | `signal` | the wake-up socket and peer liveness |
 //! | `channel` | [`Sender`] and [`Receiver`] |
+//! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, latest-frame-wins |
 //! | [`handoff`] | moving the fds to another process |
 //! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: [`Sender`] and [`Receiver`] as `mio` sources, and `AsyncSender` / `AsyncReceiver` on tokio's `AsyncFd` |
 
@@ -53,6 +54,8 @@ mod ring;
 #[cfg(not(loom))]
 mod channel;
 #[cfg(not(loom))]
+mod frame;
+#[cfg(not(loom))]
 pub mod handoff;
 #[cfg(not(loom))]
 mod memfd;
@@ -67,6 +70,8 @@ pub mod tokio;
 #[cfg(not(loom))]
 pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
 pub use error::{Corruption, Error, Rejection};
+#[cfg(not(loom))]
+pub use frame::{Frame, FrameMut, FrameReceiver, FrameSender, FrameStats};
 pub use layout::{MAGIC, VERSION};
 #[cfg(not(loom))]
 pub use signal::Liveness;
