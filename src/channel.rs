@@ -355,7 +355,8 @@ trait Half {
     /// Publishes (producer) or releases (consumer); true if the peer must
     /// be woken.
     fn commit(&mut self, count: usize) -> bool;
-    fn arm(&mut self) -> bool;
+    fn arm(&mut self, min: usize) -> bool;
+    fn would_block() -> Error;
     fn disarm(&self);
     fn close(&self) -> bool;
     fn use_fences(&mut self, fences: Fences);
@@ -371,8 +372,11 @@ impl Half for Producer {
         self.publish(count)
     }
     #[inline]
-    fn arm(&mut self) -> bool {
-        Producer::arm(self)
+    fn arm(&mut self, min: usize) -> bool {
+        Producer::arm_min(self, min as u64)
+    }
+    fn would_block() -> Error {
+        Error::Full
     }
     #[inline]
     fn disarm(&self) {
@@ -397,8 +401,11 @@ impl Half for Consumer {
         self.release(count)
     }
     #[inline]
-    fn arm(&mut self) -> bool {
-        Consumer::arm(self)
+    fn arm(&mut self, min: usize) -> bool {
+        Consumer::arm_min(self, min as u64)
+    }
+    fn would_block() -> Error {
+        Error::Empty
     }
     #[inline]
     fn disarm(&self) {
@@ -482,15 +489,23 @@ impl<H: Half> End<H> {
     /// only if it shows fewer.
     #[inline]
     fn slots(&mut self, want: usize, wait: Wait) -> Result<Slots, Error> {
+        self.slots_min(want, 1, wait)
+    }
+
+    #[inline]
+    fn slots_min(&mut self, want: usize, min: usize, wait: Wait) -> Result<Slots, Error> {
         match wait {
-            Wait::Never => self.try_slots(want),
-            Wait::Until(deadline) => self.wait_slots(want, deadline),
+            Wait::Never => self.try_slots(want, min),
+            Wait::Until(deadline) => self.wait_slots(want, min, deadline),
         }
     }
 
     #[inline]
-    fn try_slots(&mut self, want: usize) -> Result<Slots, Error> {
-        self.half.slots(want, self.peer_gone)
+    fn try_slots(&mut self, want: usize, min: usize) -> Result<Slots, Error> {
+        match self.half.slots(want, self.peer_gone) {
+            Ok(slots) if slots.len < min => Err(H::would_block()),
+            other => other,
+        }
     }
 
     /// Drains the socket, then arms: after `Ok(true)` the socket becomes
@@ -513,14 +528,19 @@ impl<H: Half> End<H> {
             // The retry drains what is left, then reports the disconnect.
             return Ok(false);
         }
-        Ok(self.half.arm())
+        Ok(self.half.arm(1))
     }
 
     /// Waits until the ring lends at least one slot: spins for `spin`, then
     /// sleeps on the wake-up socket following the armed protocol.
-    fn wait_slots(&mut self, want: usize, deadline: Option<Instant>) -> Result<Slots, Error> {
+    fn wait_slots(
+        &mut self,
+        want: usize,
+        min: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Slots, Error> {
         let would_block = |r: &Result<Slots, Error>| matches!(r, Err(Error::Full | Error::Empty));
-        let first = self.try_slots(want);
+        let first = self.try_slots(want, min);
         if !would_block(&first) {
             return first;
         }
@@ -541,7 +561,7 @@ impl<H: Half> End<H> {
                 } else {
                     std::thread::yield_now();
                 }
-                let attempt = self.try_slots(want);
+                let attempt = self.try_slots(want, min);
                 if !would_block(&attempt) {
                     return attempt;
                 }
@@ -551,7 +571,7 @@ impl<H: Half> End<H> {
             }
         }
         loop {
-            if self.half.arm() {
+            if self.half.arm(min) {
                 self.stats.sleeps += 1;
                 // Without the heavy barrier a light publisher's wake-up can
                 // be lost, so such sleeps are sliced (`signal::sleep_slice`).
@@ -571,7 +591,7 @@ impl<H: Half> End<H> {
                     self.peer_gone = true;
                 }
             }
-            let attempt = self.try_slots(want);
+            let attempt = self.try_slots(want, min);
             if !would_block(&attempt) {
                 return attempt;
             }
@@ -628,7 +648,7 @@ impl<H: Half> fmt::Debug for End<H> {
 
 /// Whether a call may wait for slots.
 #[derive(Debug, Clone, Copy)]
-enum Wait {
+pub(crate) enum Wait {
     /// The `try_` calls.
     Never,
     /// Until the deadline; `None` waits for as long as it takes.
@@ -883,6 +903,29 @@ impl<T: Pod> Sender<T> {
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
     {
         self.send_in(ALL, Wait::timeout(timeout), fill)
+    }
+
+    /// Lends at least `min` free slots, waiting as `wait` says: fewer than
+    /// `min` count as full, and a blocking call sleeps until the receiver
+    /// frees enough (the frame layer's "room for this frame"). `min` must
+    /// not exceed the capacity, or it waits forever.
+    pub(crate) fn send_with_min<F>(
+        &mut self,
+        min: usize,
+        wait: Wait,
+        fill: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
+    {
+        let slots = self.end.slots_min(min, min, wait)?;
+        let ptr = self.end.slot_ptr(slots).cast::<MaybeUninit<T>>();
+        // SAFETY: as in `send_in`.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, slots.len) };
+        let written = fill(buf);
+        assert!(written <= slots.len);
+        self.end.commit(written);
+        Ok(written)
     }
 
     /// Lends at least one free slot (waiting as `wait` says) to `fill`,
@@ -1233,6 +1276,20 @@ impl<T: Pod> Receiver<T> {
         F: FnOnce(&[T]) -> usize,
     {
         self.recv_in(ALL, Wait::timeout(timeout), consume)
+    }
+
+    /// Like the closure calls, but reloads the sender's index only if
+    /// fewer than `want` items are known to be ready.
+    pub(crate) fn recv_with_want<F>(
+        &mut self,
+        want: usize,
+        wait: Wait,
+        consume: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnOnce(&[T]) -> usize,
+    {
+        self.recv_in(want, wait, consume)
     }
 
     /// Lends at least one ready item (waiting as `wait` says) to

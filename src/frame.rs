@@ -39,9 +39,7 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
-
-use crate::channel::{Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
+use crate::channel::{Fds, Receiver, Sender, Stats};
 use crate::error::{Corruption, Error};
 use crate::Liveness;
 
@@ -63,11 +61,6 @@ const MIN_ALIGN: usize = 8;
 
 /// The largest payload alignment: a cache line.
 const MAX_ALIGN: usize = 64;
-
-/// The first and the longest nap of a blocked sender that has some room,
-/// but not enough for its frame (see `FrameSender::wait_for_room`).
-const FIRST_NAP: Duration = Duration::from_micros(20);
-const LONGEST_NAP: Duration = Duration::from_millis(1);
 
 fn round_up(value: usize, align: usize) -> usize {
     value.next_multiple_of(align)
@@ -686,92 +679,24 @@ impl FrameSender {
         let align = self.align;
         let mut fill = Some(fill);
         let mut tag = 0;
-        let started = Instant::now();
-        let mut nap = FIRST_NAP;
-        loop {
-            let mut attempt = Attempt::NoRoom;
-            let mut write = |free: &mut [MaybeUninit<u8>]| {
-                write_frame(free, len, align, &mut fill, &mut attempt, &mut tag)
-            };
-            // The channel waits, its own way (spin, then sleep until the
-            // receiver releases), for at least one free byte.
-            let lent = match wait {
-                Wait::Never => self.tx.try_send_with(&mut write),
-                Wait::Until(None) => self.tx.send_with(&mut write),
-                Wait::Until(Some(deadline)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    self.tx.send_with_timeout(left, &mut write)
-                }
-            };
-            lent?;
-            match attempt {
-                Attempt::Sent(committed) => {
-                    self.stats.frames += 1;
-                    self.stats.bytes += committed as u64;
-                    return Ok(committed);
-                }
-                Attempt::Misaligned => return Err(misaligned()),
-                Attempt::NoRoom => {}
-            }
-            // Some room, not enough.
-            let Wait::Until(deadline) = wait else {
-                return Err(Error::Full);
-            };
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
-            }
-            self.wait_for_room(started, deadline, &mut nap)?;
-        }
-    }
-
-    /// Waits a little for the receiver to release more bytes, when some are
-    /// free but too few for the frame.
-    ///
-    /// The channel's wake-up protocol wakes a sender only from a *full*
-    /// ring (`prepare_wait` arms only when no byte is free), so with some
-    /// room this end cannot sleep until woken (see "Waiting for room" in
-    /// `docs/design.md`): it yields for [`DEFAULT_SPIN`], as blocking calls
-    /// spin, then naps in `poll` on its wake-up socket (and the watched
-    /// liveness, if any) for 20 µs, doubling up to 1 ms, and looks again.
-    /// Nothing wakes this end on purpose while it naps, so the socket
-    /// becomes ready only with a stale wake-up or a hang-up: then
-    /// `prepare_wait` drains it and notices a receiver that died, and the
-    /// retry reports `Disconnected`.
-    fn wait_for_room(
-        &mut self,
-        started: Instant,
-        deadline: Option<Instant>,
-        nap: &mut Duration,
-    ) -> Result<(), Error> {
-        if started.elapsed() < DEFAULT_SPIN {
-            std::thread::yield_now();
-            return Ok(());
-        }
-        let mut timeout = *nap;
-        if let Some(deadline) = deadline {
-            timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        *nap = (*nap * 2).min(LONGEST_NAP);
-        let timeout = rustix::time::Timespec {
-            tv_sec: timeout.as_secs() as i64,
-            tv_nsec: i64::from(timeout.subsec_nanos()),
+        let mut attempt = Attempt::NoRoom;
+        let write = |free: &mut [MaybeUninit<u8>]| {
+            write_frame(free, len, align, &mut fill, &mut attempt, &mut tag)
         };
-        // A pidfd is ready for reading when its process ends, a socket
-        // when it hangs up; `HUP` is always reported.
-        let events = PollFlags::IN | PollFlags::RDHUP;
-        let polled = match self.tx.peer_liveness() {
-            Some(liveness) => rustix::event::poll(
-                &mut [PollFd::new(&self.tx, events), PollFd::new(liveness, events)],
-                Some(&timeout),
-            ),
-            None => rustix::event::poll(&mut [PollFd::new(&self.tx, events)], Some(&timeout)),
+        let min = HEADER + align - RECORD_ALIGN + round_up(len, RECORD_ALIGN);
+        let wait = match wait {
+            Wait::Never => crate::channel::Wait::Never,
+            Wait::Until(d) => crate::channel::Wait::Until(d),
         };
-        match polled {
-            Ok(0) | Err(rustix::io::Errno::INTR) => Ok(()),
-            // Drains the socket and looks at the liveness; it cannot arm
-            // (some bytes are free), so there is nothing to undo.
-            Ok(_) => self.tx.prepare_wait().map(drop),
-            Err(e) => Err(Error::io("waiting for room for a frame", e)),
+        self.tx.send_with_min(min, wait, write)?;
+        match attempt {
+            Attempt::Sent(committed) => {
+                self.stats.frames += 1;
+                self.stats.bytes += committed as u64;
+                Ok(committed)
+            }
+            Attempt::Misaligned => Err(misaligned()),
+            Attempt::NoRoom => Err(Error::Full),
         }
     }
 }
@@ -1472,10 +1397,22 @@ impl FrameReceiver {
     where
         L: FnOnce(&[u8]) -> usize,
     {
+        self.lend_want(usize::MAX, wait, look)
+    }
+
+    fn lend_want<L>(&mut self, want: usize, wait: Wait, look: L) -> Result<usize, Error>
+    where
+        L: FnOnce(&[u8]) -> usize,
+    {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
         }
+        let wait2 = match wait {
+            Wait::Never => crate::channel::Wait::Never,
+            Wait::Until(d) => crate::channel::Wait::Until(d),
+        };
         let released = match wait {
+            _ if want != usize::MAX => self.rx.recv_with_want(want, wait2, look),
             Wait::Never => self.rx.try_recv_with(look),
             Wait::Until(None) => self.rx.recv_with(look),
             Wait::Until(Some(deadline)) => {
@@ -1507,7 +1444,7 @@ impl FrameReceiver {
         let mut defect = None;
         let mut ready = 0;
         let mut lent = (0u64, 0u64);
-        self.lend(wait, |bytes| {
+        self.lend_want(1, wait, |bytes| {
             ready = bytes.len();
             match parse(bytes, align) {
                 Ok((frame, record)) => {

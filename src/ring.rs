@@ -299,13 +299,22 @@ impl Producer {
     /// Returns `true` if it may sleep now; `false` (disarmed again) if the
     /// consumer freed space, closed, or corrupted the ring in the meantime:
     /// then the caller retries instead of sleeping.
+    #[cfg(all(test, loom))]
     pub(crate) fn arm(&mut self) -> bool {
+        self.arm_min(1)
+    }
+
+    /// [`arm`](Self::arm) for a caller that needs `min` slots at once:
+    /// fewer than `min` counts as no progress, so it may sleep while some
+    /// are free. The peer still wakes it on every release it makes while
+    /// armed; the caller looks again and re-arms if that was not enough.
+    pub(crate) fn arm_min(&mut self, min: u64) -> bool {
         if self.corrupted.is_some() {
             // Nothing to wait for: the retry reports the corruption.
             return false;
         }
         announce_sleep(&self.shared.header().producer_armed.0, self.shared.fences);
-        let progress = self.peer_closed() || !matches!(self.refresh(), Ok(0));
+        let progress = self.peer_closed() || !matches!(self.refresh(), Ok(free) if free < min);
         if progress {
             self.disarm();
         }
@@ -481,13 +490,22 @@ impl Consumer {
 
     /// Announces that the consumer will sleep until data arrives. See
     /// [`Producer::arm`].
+    #[cfg(test)]
     pub(crate) fn arm(&mut self) -> bool {
+        self.arm_min(1)
+    }
+
+    /// [`arm`](Self::arm) for a caller that needs `min` slots at once:
+    /// fewer than `min` counts as no progress, so it may sleep while some
+    /// are free. The peer still wakes it on every release it makes while
+    /// armed; the caller looks again and re-arms if that was not enough.
+    pub(crate) fn arm_min(&mut self, min: u64) -> bool {
         if self.corrupted.is_some() {
             // Nothing to wait for: the retry reports the corruption.
             return false;
         }
         announce_sleep(&self.shared.header().consumer_armed.0, self.shared.fences);
-        let progress = self.peer_closed() || !matches!(self.refresh(), Ok(0));
+        let progress = self.peer_closed() || !matches!(self.refresh(), Ok(ready) if ready < min);
         if progress {
             self.disarm();
         }
@@ -763,5 +781,22 @@ mod tests {
         assert!(!tx.publish(1), "the flag was taken: only one wake-up");
         assert!(!rx.arm(), "data is ready: do not sleep");
         assert_eq!(header.consumer_armed.0.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_producer_needing_more_room_sleeps_and_is_woken_by_each_release() {
+        let header = boxed_header(4);
+        let (mut tx, mut rx) = ends(&header, 4, true);
+        tx.free_slots(4, false).unwrap();
+        assert!(!tx.publish(3), "nobody armed: no wake-up");
+        assert!(!tx.arm_min(1), "one slot is free: progress for one item");
+        assert!(
+            tx.arm_min(2),
+            "one free slot is too few for two: it may sleep"
+        );
+        rx.ready_slots(1, false).unwrap();
+        assert!(rx.release(1), "armed producer: woken on the release");
+        assert!(!tx.arm_min(2), "two free now: enough");
+        assert_eq!(header.producer_armed.0.load(Ordering::Relaxed), 0);
     }
 }
