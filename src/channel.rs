@@ -658,7 +658,7 @@ pub(crate) enum Wait {
 const FOREVER: Wait = Wait::Until(None);
 
 impl Wait {
-    fn timeout(timeout: Duration) -> Wait {
+    pub(crate) fn timeout(timeout: Duration) -> Wait {
         // A timeout too large to represent waits forever.
         Wait::Until(Instant::now().checked_add(timeout))
     }

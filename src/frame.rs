@@ -37,9 +37,9 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::channel::{Fds, Receiver, Sender, Stats};
+use crate::channel::{Fds, Receiver, Sender, Stats, Wait};
 use crate::error::{Corruption, Error};
 use crate::Liveness;
 
@@ -204,21 +204,6 @@ impl fmt::Debug for FrameMut<'_> {
             .field("len", &self.bytes.len())
             .field("tag", &self.tag)
             .finish_non_exhaustive()
-    }
-}
-
-/// Whether and how long a call may wait for room or for a frame.
-#[derive(Debug, Clone, Copy)]
-enum Wait {
-    Never,
-    /// Until the deadline; `None` waits for as long as it takes.
-    Until(Option<Instant>),
-}
-
-impl Wait {
-    fn timeout(timeout: Duration) -> Wait {
-        // A timeout too large to represent waits forever.
-        Wait::Until(Instant::now().checked_add(timeout))
     }
 }
 
@@ -684,10 +669,6 @@ impl FrameSender {
             write_frame(free, len, align, &mut fill, &mut attempt, &mut tag)
         };
         let min = HEADER + align - RECORD_ALIGN + round_up(len, RECORD_ALIGN);
-        let wait = match wait {
-            Wait::Never => crate::channel::Wait::Never,
-            Wait::Until(d) => crate::channel::Wait::Until(d),
-        };
         self.tx.send_with_min(min, wait, write)?;
         match attempt {
             Attempt::Sent(committed) => {
@@ -1407,19 +1388,7 @@ impl FrameReceiver {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
         }
-        let wait2 = match wait {
-            Wait::Never => crate::channel::Wait::Never,
-            Wait::Until(d) => crate::channel::Wait::Until(d),
-        };
-        let released = match wait {
-            _ if want != usize::MAX => self.rx.recv_with_want(want, wait2, look),
-            Wait::Never => self.rx.try_recv_with(look),
-            Wait::Until(None) => self.rx.recv_with(look),
-            Wait::Until(Some(deadline)) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                self.rx.recv_with_timeout(left, look)
-            }
-        }?;
+        let released = self.rx.recv_with_want(want, wait, look)?;
         self.position += released as u64;
         Ok(released)
     }
