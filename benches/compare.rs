@@ -1625,6 +1625,38 @@ const KFRAMES: Metric = ("kframes/s", |c, r| c.n as f64 / r.secs / 1e3);
 /// layer, and 1 KiB and 64 KiB frames against the floor SPSC (which
 /// publishes one frame's worth of words per call), a `SOCK_SEQPACKET`
 /// socket and a pipe with length prefixes.
+const FRAMES_1K_GOALS: &[(&str, &str, f64)] = &[
+    ("floor SPSC", "≥", 0.8),
+    ("SEQPACKET", "≥", 2.0),
+    ("pipe + prefix", "≥", 2.0),
+];
+const FRAMES_64K_GOALS: &[(&str, &str, f64)] = &[
+    ("floor SPSC", "≥", 0.8),
+    ("SEQPACKET", "≥", 1.0),
+    ("pipe + prefix", "≥", 1.0),
+];
+
+/// A frames case of one frame size: fdring's frame layer against the
+/// floor, a SEQPACKET socket and a pipe with length prefixes.
+fn sized(
+    name: &'static str,
+    cfg: Cfg,
+    goals: &'static [(&'static str, &'static str, f64)],
+) -> Case {
+    Case {
+        name,
+        cfg,
+        metrics: &[GBPS, KFRAMES],
+        contenders: vec![
+            ("fdring", |c| fdring_frames(c, FRAME_RING_BYTES)),
+            ("floor SPSC", floor_stream),
+            ("SEQPACKET", packets),
+            ("pipe + prefix", prefixed_pipe),
+        ],
+        goals,
+    }
+}
+
 fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
     let q = |quick_n: u64, full_n: u64| if quick { quick_n } else { full_n };
     let frames = |words: usize, n: u64| Cfg {
@@ -1660,41 +1692,19 @@ fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
                 ("shmem-ipc u8", "≥", 1.0),
             ],
         },
-        Case {
-            name: "frames_1k",
-            cfg: frames(1024 / 8, q(1 << 18, 1 << 20)),
-            metrics: &[GBPS, KFRAMES],
-            contenders: vec![
-                ("fdring", |c| fdring_frames(c, FRAME_RING_BYTES)),
-                ("floor SPSC", floor_stream),
-                ("SEQPACKET", packets),
-                ("pipe + prefix", prefixed_pipe),
-            ],
-            goals: &[
-                ("floor SPSC", "≥", 0.8),
-                ("SEQPACKET", "≥", 2.0),
-                ("pipe + prefix", "≥", 2.0),
-            ],
-        },
-        Case {
-            name: "frames_64k",
-            cfg: frames(65536 / 8, q(1 << 13, 1 << 15)),
-            metrics: &[GBPS, KFRAMES],
-            contenders: vec![
-                ("fdring", |c| fdring_frames(c, FRAME_RING_BYTES)),
-                ("floor SPSC", floor_stream),
-                ("SEQPACKET", packets),
-                ("pipe + prefix", prefixed_pipe),
-            ],
-            // At 64 KiB the floor itself is only about 1.4x a SEQPACKET
-            // socket on the 2-vCPU test machine: the goal against the
-            // peers is to be ahead; the floor is the real target.
-            goals: &[
-                ("floor SPSC", "≥", 0.8),
-                ("SEQPACKET", "≥", 1.0),
-                ("pipe + prefix", "≥", 1.0),
-            ],
-        },
+        sized(
+            "frames_1k",
+            frames(1024 / 8, q(1 << 18, 1 << 20)),
+            FRAMES_1K_GOALS,
+        ),
+        // At 64 KiB the floor itself is only about 1.4x a SEQPACKET socket
+        // on the 2-vCPU test machine: the goal against the peers is to be
+        // ahead; the floor is the real target.
+        sized(
+            "frames_64k",
+            frames(65536 / 8, q(1 << 13, 1 << 15)),
+            FRAMES_64K_GOALS,
+        ),
     ]
 }
 
