@@ -778,7 +778,7 @@ fn consumer_drops_its_end() -> Stats {
     let seed = seed();
     let (tx, rx) = channel::<u64>(1).unwrap();
     let fds = rx.into_fds().unwrap();
-    let mut child = ChildProc::spawn("recv_some_then_drop", |command| {
+    let child = ChildProc::spawn("recv_some_then_drop", |command| {
         handoff::inherit(command, RING_ENV, fds);
         command.env("FDRING_TEST_COUNT", "5000");
     });
@@ -790,6 +790,13 @@ fn consumer_drops_its_end() -> Stats {
     let (sent, e) = result.expect_err("an endless stream ends only with an error");
     assert_eq!(e, Error::Disconnected, "stderr:\n{}", child.stderr());
     assert!(sent >= 5000, "only {sent} items were sent");
+    end_child_that_dropped(child);
+    stats
+}
+
+/// Checks that the child reported dropping its end and is still running
+/// (so that the drop, not its death, disconnected the parent), then ends it.
+fn end_child_that_dropped(mut child: ChildProc) {
     child.expect_line("dropped", HANG);
     assert!(
         child.child.try_wait().unwrap().is_none(),
@@ -798,7 +805,6 @@ fn consumer_drops_its_end() -> Stats {
     child.kill();
     child.wait_within(HANG);
     child.join_readers();
-    stats
 }
 
 #[test]
@@ -814,7 +820,7 @@ fn producer_drops_its_end() -> Stats {
     let seed = seed();
     let (tx, mut rx) = channel::<u64>(1).unwrap();
     let fds = tx.into_fds().unwrap();
-    let mut child = ChildProc::spawn("send_then_drop", |command| {
+    let child = ChildProc::spawn("send_then_drop", |command| {
         handoff::inherit(command, RING_ENV, fds);
         command
             .env("FDRING_TEST_COUNT", "5000")
@@ -830,14 +836,7 @@ fn producer_drops_its_end() -> Stats {
         "stderr:\n{}",
         child.stderr()
     );
-    child.expect_line("dropped", HANG);
-    assert!(
-        child.child.try_wait().unwrap().is_none(),
-        "the child must still run: the drop, not its death, disconnected"
-    );
-    child.kill();
-    child.wait_within(HANG);
-    child.join_readers();
+    end_child_that_dropped(child);
     stats
 }
 
