@@ -1624,7 +1624,9 @@ const KFRAMES: Metric = ("kframes/s", |c, r| c.n as f64 / r.secs / 1e3);
 /// The frame cases: the video case of BENCHMARKS.md through the frame
 /// layer, and 1 KiB and 64 KiB frames against the floor SPSC (which
 /// publishes one frame's worth of words per call), a `SOCK_SEQPACKET`
-/// socket and a pipe with length prefixes.
+/// socket and a pipe with length prefixes. BENCHMARKS.md sets no goal for
+/// the two sized cases: theirs are issue 7's own, and the report says so
+/// (`OWN_GOALS`).
 const FRAMES_1K_GOALS: &[(&str, &str, f64)] = &[
     ("floor SPSC", "≥", 0.8),
     ("SEQPACKET", "≥", 2.0),
@@ -1722,6 +1724,11 @@ struct Case {
     /// metric, or on fdring's own value when the contender is "fdring".
     goals: &'static [(&'static str, &'static str, f64)],
 }
+
+/// Cases whose goals are not BENCHMARKS.md's but the issue's that added
+/// them; their verdicts are marked, so that nobody reads them as the
+/// team's.
+const OWN_GOALS: &[&str] = &["frames_1k", "frames_64k"];
 
 const GBPS: Metric = ("GB/s", |c, r| c.words() as f64 * 8.0 / r.secs / 1e9);
 const MITEMS: Metric = ("Mitems/s", |c, r| c.n as f64 / r.secs / 1e6);
@@ -2063,7 +2070,12 @@ fn goals(case: &Case, rows: &[Row]) -> Vec<String> {
             Some(v) => format!("{} MISSED", num(v)),
             None => String::from("not measured"),
         };
-        out.push(format!("  {:<18} {what}: {verdict}", case.name));
+        let own = if OWN_GOALS.contains(&case.name) {
+            " (issue 7's goal)"
+        } else {
+            ""
+        };
+        out.push(format!("  {:<18} {what}: {verdict}{own}", case.name));
     }
     out
 }
@@ -2286,7 +2298,7 @@ fn main() -> ExitCode {
         verdicts.extend(goals(&case, &case_rows));
         rows.extend(case_rows);
     }
-    println!("\ngoals (BENCHMARKS.md):");
+    println!("\ngoals (BENCHMARKS.md, unless marked):");
     verdicts.iter().for_each(|v| println!("{v}"));
     println!("\nfdring's counters, the most of any round, both sides (allocations counted from each side's start to its end):");
     for r in rows
