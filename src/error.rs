@@ -23,7 +23,9 @@ pub enum Error {
     Full,
     /// The ring has no item ready (only from the `try_` calls).
     Empty,
-    /// A `_timeout` call waited for its whole timeout without progress.
+    /// A `_timeout` call waited for its whole timeout without progress, or
+    /// [`handoff::recv_fds`](crate::handoff::recv_fds) received nothing
+    /// within its socket's read timeout.
     Timeout,
     /// The other end is gone: dropped, or its process died. A receiver gets
     /// this only after it has received every item that was published.
@@ -247,7 +249,7 @@ impl fmt::Display for Error {
         match self {
             Error::Full => f.write_str("the ring is full"),
             Error::Empty => f.write_str("the ring is empty"),
-            Error::Timeout => f.write_str("timed out waiting on the ring"),
+            Error::Timeout => f.write_str("timed out waiting on the ring (or for a hand-off)"),
             Error::Disconnected => f.write_str("the other end of the ring is gone"),
             Error::Corrupted(c) => write!(f, "the peer corrupted the ring: {c}"),
             Error::Rejected(r) => write!(f, "ring rejected: {r}"),

@@ -198,25 +198,47 @@ pub fn send_fds(socket: &UnixStream, fds: Fds) -> Result<(), Error> {
 
 /// Receives fds sent with [`send_fds`], waiting for them.
 ///
+/// It waits as the socket says: forever on a blocking socket, at most its
+/// read timeout if one is set ([`UnixStream::set_read_timeout`]), not at
+/// all on a non-blocking one. A message is taken as it arrives: a peer
+/// that sends part of a hand-off and then nothing does not keep this call
+/// waiting for the rest.
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+///
+/// let (_ours, theirs) = UnixStream::pair().unwrap();
+/// theirs.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+/// // Nothing was sent: the socket's read timeout ends the wait.
+/// assert!(matches!(fdring::handoff::recv_fds(&theirs), Err(fdring::Error::Timeout)));
+/// ```
+///
 /// # Errors
 ///
 /// `Rejected(BadHandoff)` if the message is not an fdring hand-off (wrong
-/// bytes, not exactly two fds, or the socket closed first); every fd that
-/// came with a bad message is closed. `Io` if the socket fails.
+/// or too few bytes, not exactly two fds, or the socket closed first);
+/// every fd that came with a bad message is closed. `Timeout` if nothing
+/// came within the socket's read timeout (or at once, on a non-blocking
+/// socket). `Io` if the socket fails.
 pub fn recv_fds(socket: &UnixStream) -> Result<Fds, Error> {
     let mut tag = [0u8; SOCKET_TAG.len()];
     // Room for more fds than expected, so that a message with too many is
     // recognised (and its fds closed) rather than truncated.
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
+    // No `MSG_WAITALL`: `send_fds` sends the tag and the fds in one
+    // message, which arrives whole, so a short read is a peer that broke
+    // the protocol, and waiting for the rest would let it hang us.
     let message = loop {
         match rustix::net::recvmsg(
             socket,
             &mut [IoSliceMut::new(&mut tag)],
             &mut control,
-            RecvFlags::CMSG_CLOEXEC | RecvFlags::WAITALL,
+            RecvFlags::CMSG_CLOEXEC,
         ) {
             Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
             other => break other.map_err(|e| Error::io("receiving fds over the socket", e))?,
         }
     };

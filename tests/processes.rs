@@ -956,6 +956,38 @@ fn a_bad_socket_handoff_is_rejected_and_a_closed_socket_is_not_a_hang() {
     ));
 }
 
+#[test]
+fn a_partial_socket_handoff_is_refused_at_once_and_a_read_timeout_bounds_the_wait() {
+    // Five bytes of the tag, then nothing, the peer still connected: the
+    // receiver must refuse what came, not wait for the rest.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    std::io::Write::write_all(&mut &ours, &b"fdring-fds-v2"[..5]).unwrap();
+    let (done, outcome) = mpsc::channel();
+    let receiver = theirs.try_clone().unwrap();
+    thread::spawn(move || done.send(handoff::recv_fds(&receiver)));
+    match outcome.recv_timeout(Duration::from_secs(10)) {
+        Ok(result) => assert!(
+            matches!(
+                result,
+                Err(Error::Rejected(fdring::Rejection::BadHandoff(_)))
+            ),
+            "{result:?}"
+        ),
+        Err(_) => panic!("recv_fds waited 10 s for the rest of a partial hand-off"),
+    }
+    // Nothing at all, the peer still connected: the socket's read timeout
+    // ends the wait with `Timeout`, and so does a non-blocking socket.
+    theirs
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let started = Instant::now();
+    assert!(matches!(handoff::recv_fds(&theirs), Err(Error::Timeout)));
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    theirs.set_nonblocking(true).unwrap();
+    assert!(matches!(handoff::recv_fds(&theirs), Err(Error::Timeout)));
+    drop(ours);
+}
+
 // ---------------------------------------------------------------------------
 // No fd leaks
 

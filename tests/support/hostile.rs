@@ -898,7 +898,7 @@ impl Setup {
 
     /// Sends the fds over `socket` as `handoff::send_fds` does, or not
     /// quite: `shape` bits 0-1 are the data (0-1 the right 16 bytes, 2 one
-    /// byte changed, 3 only 15 bytes and a shutdown), bits 2-4 how many fds
+    /// byte changed, 3 only 15 bytes), bits 2-4 how many fds
     /// (0-3 the two, 4 none, 5 one, 6 three, 7 nine: more than the
     /// receiver has room for). Every fd sent is the memfd or the honest
     /// end's socket: never the peer's end, which must not outlive the peer.
@@ -934,12 +934,8 @@ impl Setup {
             SendFlags::NOSIGNAL,
         )
         .expect("harness: sendmsg");
-        if len < data.len() {
-            // So that the receiver, which waits for all 16 bytes, stops.
-            socket
-                .shutdown(std::net::Shutdown::Write)
-                .expect("harness: shutdown");
-        }
+        // A short message is left as it is, the socket still open: the
+        // receiver must refuse it, not wait for the rest.
     }
 
     /// A ring made by the crate: its memfd, the sender's socket end and
