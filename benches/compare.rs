@@ -1906,6 +1906,12 @@ fn cases(quick: bool) -> Vec<Case> {
                 ("sleeps/burst", |c, r| {
                     r.sleeps as f64 / c.n.div_ceil(c.burst) as f64
                 }),
+                // A wake-up only for a side that really slept: 1 at most,
+                // whatever the scheduler did to the bursts (a consumer
+                // descheduled mid-burst sleeps, and is woken, twice).
+                ("writes/sleep", |_, r| {
+                    r.writes as f64 / r.sleeps.max(1) as f64
+                }),
             ],
             contenders: vec![("fdring", |c| fdring_stream(c, CAP, "fdring", One))],
             goals: &[("fdring", "≤", 1.0)],
