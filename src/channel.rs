@@ -19,7 +19,7 @@ use bytemuck::Pod;
 use crate::error::{Error, Rejection};
 use crate::layout::{self, Config, Expected, Header};
 use crate::memfd::{self, CreateOptions, Mapping};
-use crate::ring::{Consumer, Fences, Producer, Slots};
+use crate::ring::{Half, Read, Side, Slots, Write};
 use crate::signal::{self, Drained, Liveness, WakeSocket, Woken};
 
 /// How long a blocking call spins, re-checking the ring, before it sleeps
@@ -197,7 +197,7 @@ impl Builder {
             wake: receiver_wake.into_fd(),
         };
         let sender = Sender {
-            end: End::new(mapping, &config, memfd, sender_wake, self, Producer::new)?,
+            end: End::new(mapping, &config, memfd, sender_wake, self)?,
             _item: PhantomData,
         };
         let receiver = Builder {
@@ -220,7 +220,7 @@ impl Builder {
     pub fn open_sender<T: Pod>(&self, fds: Fds) -> Result<Sender<T>, Error> {
         let (mapping, config, memfd, wake) = self.open::<T>(fds)?;
         Ok(Sender {
-            end: End::new(mapping, &config, memfd, wake, self, Producer::new)?,
+            end: End::new(mapping, &config, memfd, wake, self)?,
             _item: PhantomData,
         })
     }
@@ -233,7 +233,7 @@ impl Builder {
     pub fn open_receiver<T: Pod>(&self, fds: Fds) -> Result<Receiver<T>, Error> {
         let (mapping, config, memfd, wake) = self.open::<T>(fds)?;
         Ok(Receiver {
-            end: End::new(mapping, &config, memfd, wake, self, Consumer::new)?,
+            end: End::new(mapping, &config, memfd, wake, self)?,
             _item: PhantomData,
         })
     }
@@ -348,84 +348,12 @@ pub struct Stats {
     pub sleeps: u64,
 }
 
-/// The operations `End` needs from each half of the ring.
-trait Half {
-    /// Free slots (producer) or ready items (consumer).
-    fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error>;
-    /// Publishes (producer) or releases (consumer); true if the peer must
-    /// be woken.
-    fn commit(&mut self, count: usize) -> bool;
-    fn arm(&mut self, min: usize) -> bool;
-    fn would_block() -> Error;
-    fn disarm(&self);
-    fn close(&self) -> bool;
-    fn use_fences(&mut self, fences: Fences);
-}
-
-impl Half for Producer {
-    #[inline]
-    fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
-        self.free_slots(want, peer_gone)
-    }
-    #[inline]
-    fn commit(&mut self, count: usize) -> bool {
-        self.publish(count)
-    }
-    #[inline]
-    fn arm(&mut self, min: usize) -> bool {
-        Producer::arm_min(self, min as u64)
-    }
-    fn would_block() -> Error {
-        Error::Full
-    }
-    #[inline]
-    fn disarm(&self) {
-        Producer::disarm(self)
-    }
-    #[inline]
-    fn close(&self) -> bool {
-        Producer::close(self)
-    }
-    fn use_fences(&mut self, fences: Fences) {
-        Producer::use_fences(self, fences)
-    }
-}
-
-impl Half for Consumer {
-    #[inline]
-    fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
-        self.ready_slots(want, peer_gone)
-    }
-    #[inline]
-    fn commit(&mut self, count: usize) -> bool {
-        self.release(count)
-    }
-    #[inline]
-    fn arm(&mut self, min: usize) -> bool {
-        Consumer::arm_min(self, min as u64)
-    }
-    fn would_block() -> Error {
-        Error::Empty
-    }
-    #[inline]
-    fn disarm(&self) {
-        Consumer::disarm(self)
-    }
-    #[inline]
-    fn close(&self) -> bool {
-        Consumer::close(self)
-    }
-    fn use_fences(&mut self, fences: Fences) {
-        Consumer::use_fences(self, fences)
-    }
-}
-
 /// What a sender and a receiver have in common: one half of the ring over
 /// its own mapping, the socket it wakes the peer with and sleeps on, and
 /// the peer's extra liveness, if watched.
-struct End<H: Half> {
+struct End<S: Side> {
     // Declared before `mapping`: it points into it and is dropped first.
-    half: H,
+    half: Half<S>,
     data: NonNull<u8>,
     item_size: usize,
     mapping: Mapping,
@@ -442,23 +370,22 @@ struct End<H: Half> {
 // SAFETY: `data` points into `mapping`, which moves with the `End`; every
 // other field is `Send`. A `Sender`/`Receiver` is used by one thread at a
 // time (`&mut self` for every operation), so it is `Send` but not `Sync`.
-unsafe impl<H: Half + Send> Send for End<H> {}
+unsafe impl<S: Side> Send for End<S> {}
 
-impl<H: Half> End<H> {
+impl<S: Side> End<S> {
     fn new(
         mapping: Mapping,
         config: &Config,
         memfd: OwnedFd,
         wake: WakeSocket,
         options: &Builder,
-        half: unsafe fn(NonNull<Header>, u64, bool) -> H,
-    ) -> Result<End<H>, Error> {
+    ) -> Result<End<S>, Error> {
         if options.mlock {
             mapping.lock()?;
         }
         // SAFETY: the header lies at the start of `mapping`, which the
         // `End` owns and drops after `half` (field order).
-        let mut half = unsafe { half(mapping.header().cast(), config.capacity, true) };
+        let mut half = unsafe { Half::new(mapping.header().cast(), config.capacity, true) };
         half.use_fences(signal::fences());
         Ok(End {
             half,
@@ -503,7 +430,7 @@ impl<H: Half> End<H> {
     #[inline]
     fn try_slots(&mut self, want: usize, min: usize) -> Result<Slots, Error> {
         match self.half.slots(want, self.peer_gone) {
-            Ok(slots) if slots.len < min => Err(H::would_block()),
+            Ok(slots) if slots.len < min => Err(S::WOULD_BLOCK),
             other => other,
         }
     }
@@ -571,7 +498,7 @@ impl<H: Half> End<H> {
             }
         }
         loop {
-            if self.half.arm(min) {
+            if self.half.arm(min as u64) {
                 self.stats.sleeps += 1;
                 // Without the heavy barrier a light publisher's wake-up can
                 // be lost, so such sleeps are sliced (`signal::sleep_slice`).
@@ -626,7 +553,7 @@ impl<H: Half> End<H> {
     }
 }
 
-impl<H: Half> Drop for End<H> {
+impl<S: Side> Drop for End<S> {
     fn drop(&mut self) {
         if self.close_on_drop && self.half.close() {
             self.wake();
@@ -634,7 +561,7 @@ impl<H: Half> Drop for End<H> {
     }
 }
 
-impl<H: Half> fmt::Debug for End<H> {
+impl<S: Side> fmt::Debug for End<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("End")
             .field("mapping", &self.mapping)
@@ -687,7 +614,7 @@ const ALL: usize = usize::MAX;
 /// # Ok::<(), fdring::Error>(())
 /// ```
 pub struct Sender<T: Pod> {
-    end: End<Producer>,
+    end: End<Write>,
     _item: PhantomData<fn(T)>,
 }
 
@@ -1094,7 +1021,7 @@ impl io::Write for Sender<u8> {
 /// # Ok::<(), fdring::Error>(())
 /// ```
 pub struct Receiver<T: Pod> {
-    end: End<Consumer>,
+    end: End<Read>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -1303,7 +1230,7 @@ impl<T: Pod> Receiver<T> {
         let slots = self.end.slots(want, wait)?;
         let ptr = self.end.slot_ptr(slots).cast::<T>();
         // SAFETY: `slots` are published items: the producer wrote them before
-        // its Release store of the write index, which `ready_slots` loaded
+        // its Release store of the write index, which `Half::slots` loaded
         // with Acquire, and will not touch them until they are released.
         // They are contiguous in the mirrored mapping, inside it, and aligned
         // for `T` (see `Sender::fill`). `T: Pod` makes any bytes, even ones a

@@ -17,10 +17,11 @@
 //! capacity`, never decreasing) before it is used; a violation is a sticky
 //! [`Corruption`].
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crate::error::{Corruption, Error};
-use crate::layout::atomic::{fence, AtomicU32, Ordering};
+use crate::layout::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use crate::layout::Header;
 use std::sync::atomic::compiler_fence;
 
@@ -80,7 +81,7 @@ struct Shared {
 
 impl Shared {
     fn header(&self) -> &Header {
-        // SAFETY: `Producer::new` / `Consumer::new` require the header to stay
+        // SAFETY: `Half::new` requires the header to stay
         // valid and aligned for the life of this value. The peer may write
         // any bytes into it concurrently, which is sound because every field
         // is an atomic and every bit pattern is a valid atomic integer.
@@ -166,51 +167,154 @@ fn announce_sleep(armed: &AtomicU32, fences: Fences) {
     (fences.heavy)();
 }
 
-/// The producer's half of the ring.
-#[derive(Debug)]
-pub(crate) struct Producer {
-    shared: Shared,
-    /// Items published; the authoritative copy, never read back from
-    /// shared memory.
-    write: u64,
-    /// `write % capacity`: the slot the next item goes to.
-    write_slot: u64,
-    /// The consumer's index as last loaded and checked.
-    cached_read: u64,
-    corrupted: Option<Corruption>,
+/// Which side of the ring a [`Half`] is: the words of the header that are
+/// its own and its peer's, and what its slots are.
+pub(crate) trait Side {
+    /// `true` for the producer. The two sides differ in what a closed peer
+    /// means: the producer stops at once, the consumer first drains.
+    const PRODUCER: bool;
+    /// What a `try_` call returns when there is no slot: `Full` or `Empty`.
+    const WOULD_BLOCK: Error;
+    /// This side's index word, stored only by this side.
+    fn own_index(header: &Header) -> &AtomicU64;
+    /// The peer's index word, loaded and checked by this side.
+    fn peer_index(header: &Header) -> &AtomicU64;
+    /// This side's armed word (set before it sleeps).
+    fn own_armed(header: &Header) -> &AtomicU32;
+    /// The peer's armed word (taken when this side makes progress).
+    fn peer_armed(header: &Header) -> &AtomicU32;
+    /// This side's closed word.
+    fn own_closed(header: &Header) -> &AtomicU32;
+    /// The peer's closed word.
+    fn peer_closed(header: &Header) -> &AtomicU32;
+    /// `(write, read)` from this side's index and the peer's.
+    fn write_read(own: u64, peer: u64) -> (u64, u64);
+    /// The slots this side may use when `fill` items are in the ring:
+    /// the free ones (producer) or the ready ones (consumer).
+    fn usable(fill: u64, capacity: u64) -> u64;
 }
 
-// SAFETY: a `Producer` only holds a pointer to atomics; the contract of
-// `Producer::new` makes the owner keep them alive wherever the `Producer`
-// goes, and all access is through atomic operations.
-unsafe impl Send for Producer {}
+/// The producer's side: it owns `write_index`, and its slots are the free
+/// ones.
+#[derive(Debug)]
+pub(crate) enum Write {}
 
-impl Producer {
-    /// The producer over `header`, which must describe a ring of `capacity`
-    /// slots (checked by `layout`) that no other producer uses.
+/// The consumer's side: it owns `read_index`, and its slots are the ready
+/// items.
+#[derive(Debug)]
+pub(crate) enum Read {}
+
+impl Side for Write {
+    const PRODUCER: bool = true;
+    const WOULD_BLOCK: Error = Error::Full;
+    fn own_index(header: &Header) -> &AtomicU64 {
+        &header.write_index.0
+    }
+    fn peer_index(header: &Header) -> &AtomicU64 {
+        &header.read_index.0
+    }
+    fn own_armed(header: &Header) -> &AtomicU32 {
+        &header.producer_armed.0
+    }
+    fn peer_armed(header: &Header) -> &AtomicU32 {
+        &header.consumer_armed.0
+    }
+    fn own_closed(header: &Header) -> &AtomicU32 {
+        &header.closed.producer
+    }
+    fn peer_closed(header: &Header) -> &AtomicU32 {
+        &header.closed.consumer
+    }
+    #[inline(always)]
+    fn write_read(own: u64, peer: u64) -> (u64, u64) {
+        (own, peer)
+    }
+    #[inline(always)]
+    fn usable(fill: u64, capacity: u64) -> u64 {
+        capacity - fill
+    }
+}
+
+impl Side for Read {
+    const PRODUCER: bool = false;
+    const WOULD_BLOCK: Error = Error::Empty;
+    fn own_index(header: &Header) -> &AtomicU64 {
+        &header.read_index.0
+    }
+    fn peer_index(header: &Header) -> &AtomicU64 {
+        &header.write_index.0
+    }
+    fn own_armed(header: &Header) -> &AtomicU32 {
+        &header.consumer_armed.0
+    }
+    fn peer_armed(header: &Header) -> &AtomicU32 {
+        &header.producer_armed.0
+    }
+    fn own_closed(header: &Header) -> &AtomicU32 {
+        &header.closed.consumer
+    }
+    fn peer_closed(header: &Header) -> &AtomicU32 {
+        &header.closed.producer
+    }
+    #[inline(always)]
+    fn write_read(own: u64, peer: u64) -> (u64, u64) {
+        (peer, own)
+    }
+    #[inline(always)]
+    fn usable(fill: u64, _capacity: u64) -> u64 {
+        fill
+    }
+}
+
+/// One side's half of the ring.
+#[derive(Debug)]
+pub(crate) struct Half<S> {
+    shared: Shared,
+    /// This side's index (items published, or consumed): the authoritative
+    /// copy, never read back from shared memory.
+    own: u64,
+    /// `own % capacity`: the slot this side uses next.
+    own_slot: u64,
+    /// The peer's index as last loaded and checked.
+    cached_peer: u64,
+    corrupted: Option<Corruption>,
+    side: PhantomData<S>,
+}
+
+// SAFETY: a `Half` only holds a pointer to atomics; the contract of
+// `Half::new` makes the owner keep them alive wherever the `Half` goes, and
+// all access is through atomic operations.
+unsafe impl<S> Send for Half<S> {}
+
+impl<S: Side> Half<S> {
+    /// This side's half over `header`, which must describe a ring of
+    /// `capacity` slots (checked by `layout`) that no other end of this
+    /// side uses.
     ///
     /// # Safety
     ///
     /// `header` must point to a `Header` that stays valid (mapped, or
     /// allocated) and is not moved for as long as the returned value exists.
-    pub(crate) unsafe fn new(header: NonNull<Header>, capacity: u64, mirrored: bool) -> Producer {
+    pub(crate) unsafe fn new(header: NonNull<Header>, capacity: u64, mirrored: bool) -> Half<S> {
         let shared = Shared {
             header,
             capacity,
             fences: Fences::SYMMETRIC,
             mirrored,
         };
-        // The producer starts from what is in the header, so that an end can
+        // Each side starts from what is in the header, so that an end can
         // be reopened after a hand-off; the first check validates it.
-        let write = shared.header().write_index.0.load(Ordering::Relaxed);
-        let read = shared.header().read_index.0.load(Ordering::Acquire);
+        let own = S::own_index(shared.header()).load(Ordering::Relaxed);
+        let peer = S::peer_index(shared.header()).load(Ordering::Acquire);
+        let (write, read) = S::write_read(own, peer);
         let corrupted = check_fill(write, read, capacity).err();
-        Producer {
-            write_slot: write % capacity,
+        Half {
+            own_slot: own % capacity,
             shared,
-            write,
-            cached_read: read,
+            own,
+            cached_peer: peer,
             corrupted,
+            side: PhantomData,
         }
     }
 
@@ -223,206 +327,35 @@ impl Producer {
         self.shared.fences = fences;
     }
 
-    /// Loads and checks the consumer's index; returns the free slot count.
+    /// The slots this side may use by the cached peer index.
+    #[inline(always)]
+    fn cached_usable(&self) -> u64 {
+        let (write, read) = S::write_read(self.own, self.cached_peer);
+        S::usable(write - read, self.shared.capacity)
+    }
+
+    /// The slots this side may use, the peer's index freshly loaded.
+    #[inline(always)]
+    fn refresh_usable(&mut self) -> Result<u64, Corruption> {
+        Ok(S::usable(self.refresh()?, self.shared.capacity))
+    }
+
+    /// Loads and checks the peer's index; returns the fill level (items
+    /// published and not yet consumed).
     fn refresh(&mut self) -> Result<u64, Corruption> {
-        let read = self.shared.header().read_index.0.load(Ordering::Acquire);
-        let checked = if read < self.cached_read {
+        let peer = S::peer_index(self.shared.header()).load(Ordering::Acquire);
+        let checked = if peer < self.cached_peer {
             Err(Corruption::IndexWentBack {
-                before: self.cached_read,
-                now: read,
+                before: self.cached_peer,
+                now: peer,
             })
         } else {
-            check_fill(self.write, read, self.shared.capacity)
+            let (write, read) = S::write_read(self.own, peer);
+            check_fill(write, read, self.shared.capacity)
         };
         match checked {
             Ok(fill) => {
-                self.cached_read = read;
-                Ok(self.shared.capacity - fill)
-            }
-            Err(corruption) => {
-                self.corrupted = Some(corruption);
-                Err(corruption)
-            }
-        }
-    }
-
-    /// The free slots, reloading the consumer's index only if the cache
-    /// knows of fewer than `want` (so `1` reloads only when the cache says
-    /// full, and `usize::MAX` always reloads unless the whole ring is free).
-    ///
-    /// # Errors
-    ///
-    /// `Disconnected` if the consumer closed its end, `Full` if there is no
-    /// free slot, `Corrupted` if the consumer's index is invalid.
-    #[inline]
-    pub(crate) fn free_slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
-        if let Some(corruption) = self.corrupted {
-            return Err(Error::Corrupted(corruption));
-        }
-        if peer_gone || self.peer_closed() {
-            return Err(Error::Disconnected);
-        }
-        let mut free = self.shared.capacity - (self.write - self.cached_read);
-        if free < want as u64 {
-            free = self.refresh()?;
-        }
-        if free == 0 {
-            return Err(Error::Full);
-        }
-        Ok(self.shared.run(self.write_slot, free))
-    }
-
-    /// Publishes `count` slots written after the last publish.
-    ///
-    /// Returns `true` if the consumer was armed (about to sleep) and must be
-    /// woken by the caller.
-    #[inline]
-    pub(crate) fn publish(&mut self, count: usize) -> bool {
-        if count == 0 {
-            return false;
-        }
-        debug_assert!(count as u64 <= self.shared.capacity - (self.write - self.cached_read));
-        self.write += count as u64;
-        self.write_slot = advance(self.write_slot, count as u64, self.shared.capacity);
-        // Pairs with the Acquire load of `write_index` in
-        // `Consumer::refresh`: the items written before are visible there.
-        self.shared
-            .header()
-            .write_index
-            .0
-            .store(self.write, Ordering::Release);
-        take_armed(&self.shared.header().consumer_armed.0, self.shared.fences)
-    }
-
-    /// Announces that the producer will sleep until space is freed.
-    ///
-    /// Returns `true` if it may sleep now; `false` (disarmed again) if the
-    /// consumer freed space, closed, or corrupted the ring in the meantime:
-    /// then the caller retries instead of sleeping.
-    #[cfg(all(test, loom))]
-    pub(crate) fn arm(&mut self) -> bool {
-        self.arm_min(1)
-    }
-
-    /// [`arm`](Self::arm) for a caller that needs `min` slots at once:
-    /// fewer than `min` counts as no progress, so it may sleep while some
-    /// are free. The peer still wakes it on every release it makes while
-    /// armed; the caller looks again and re-arms if that was not enough.
-    pub(crate) fn arm_min(&mut self, min: u64) -> bool {
-        if self.corrupted.is_some() {
-            // Nothing to wait for: the retry reports the corruption.
-            return false;
-        }
-        announce_sleep(&self.shared.header().producer_armed.0, self.shared.fences);
-        let progress = self.peer_closed() || !matches!(self.refresh(), Ok(free) if free < min);
-        if progress {
-            self.disarm();
-        }
-        !progress
-    }
-
-    /// Withdraws an [`arm`](Self::arm) after a sleep that ended without a
-    /// wake-up from the consumer (a timeout, or the consumer's death).
-    pub(crate) fn disarm(&self) {
-        self.shared
-            .header()
-            .producer_armed
-            .0
-            .store(0, Ordering::Relaxed);
-    }
-
-    /// Whether the consumer has closed its end.
-    #[inline]
-    pub(crate) fn peer_closed(&self) -> bool {
-        self.shared.header().closed.consumer.load(Ordering::Acquire) != 0
-    }
-
-    /// Items published and not yet consumed, freshly loaded (racy).
-    pub(crate) fn len(&mut self) -> Result<u64, Error> {
-        if let Some(corruption) = self.corrupted {
-            return Err(Error::Corrupted(corruption));
-        }
-        Ok(self.shared.capacity - self.refresh()?)
-    }
-
-    /// Marks the producer closed. Returns `true` if the consumer was armed.
-    pub(crate) fn close(&self) -> bool {
-        // Release: everything published before is visible to a consumer
-        // that sees the closed word (Acquire in `Consumer::peer_closed`).
-        self.shared
-            .header()
-            .closed
-            .producer
-            .store(1, Ordering::Release);
-        take_armed(&self.shared.header().consumer_armed.0, self.shared.fences)
-    }
-}
-
-/// The consumer's half of the ring.
-#[derive(Debug)]
-pub(crate) struct Consumer {
-    shared: Shared,
-    /// Items consumed; the authoritative copy, never read back.
-    read: u64,
-    /// `read % capacity`: the slot of the next item.
-    read_slot: u64,
-    /// The producer's index as last loaded and checked.
-    cached_write: u64,
-    corrupted: Option<Corruption>,
-}
-
-// SAFETY: as for `Producer`: a pointer to atomics kept alive by the owner.
-unsafe impl Send for Consumer {}
-
-impl Consumer {
-    /// The consumer over `header`, which must describe a ring of `capacity`
-    /// slots (checked by `layout`) that no other consumer uses.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Producer::new`].
-    pub(crate) unsafe fn new(header: NonNull<Header>, capacity: u64, mirrored: bool) -> Consumer {
-        let shared = Shared {
-            header,
-            capacity,
-            fences: Fences::SYMMETRIC,
-            mirrored,
-        };
-        let read = shared.header().read_index.0.load(Ordering::Relaxed);
-        let write = shared.header().write_index.0.load(Ordering::Acquire);
-        let corrupted = check_fill(write, read, capacity).err();
-        Consumer {
-            read_slot: read % capacity,
-            shared,
-            read,
-            cached_write: write,
-            corrupted,
-        }
-    }
-
-    pub(crate) fn capacity(&self) -> u64 {
-        self.shared.capacity
-    }
-
-    /// Uses `fences` from now on instead of [`Fences::SYMMETRIC`].
-    pub(crate) fn use_fences(&mut self, fences: Fences) {
-        self.shared.fences = fences;
-    }
-
-    /// Loads and checks the producer's index; returns the ready item count.
-    fn refresh(&mut self) -> Result<u64, Corruption> {
-        let write = self.shared.header().write_index.0.load(Ordering::Acquire);
-        let checked = if write < self.cached_write {
-            Err(Corruption::IndexWentBack {
-                before: self.cached_write,
-                now: write,
-            })
-        } else {
-            check_fill(write, self.read, self.shared.capacity)
-        };
-        match checked {
-            Ok(fill) => {
-                self.cached_write = write;
+                self.cached_peer = peer;
                 Ok(fill)
             }
             Err(corruption) => {
@@ -432,102 +365,103 @@ impl Consumer {
         }
     }
 
-    /// The ready items, reloading the producer's index only if the cache
-    /// knows of fewer than `want` (see [`Producer::free_slots`]).
+    /// The slots this side may use, free (producer) or ready (consumer),
+    /// reloading the peer's index only if the cache knows of fewer than
+    /// `want` (so `1` reloads only when the cache shows none, and
+    /// `usize::MAX` always reloads unless the whole ring is usable).
     ///
-    /// `peer_gone` is the layer above's knowledge that the producer's
-    /// process died; like a closed word, it turns "empty" into
-    /// "disconnected", but only once every published item was consumed.
+    /// `peer_gone` is the layer above's knowledge that the peer's process
+    /// died; like a closed word, it means `Disconnected`: at once for the
+    /// producer, and for the consumer only once every published item was
+    /// consumed.
     ///
     /// # Errors
     ///
-    /// `Empty` if nothing is ready, `Disconnected` if nothing is ready and
-    /// the producer is gone, `Corrupted` if its index is invalid.
+    /// `Full` / `Empty` if there is no slot, `Disconnected` as above,
+    /// `Corrupted` if the peer's index is invalid.
     #[inline]
-    pub(crate) fn ready_slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
+    pub(crate) fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
         }
-        let mut ready = self.cached_write - self.read;
-        if ready < want as u64 {
-            ready = self.refresh()?;
+        if S::PRODUCER && (peer_gone || self.peer_closed()) {
+            return Err(Error::Disconnected);
         }
-        if ready == 0 {
-            if !(peer_gone || self.peer_closed()) {
-                return Err(Error::Empty);
+        let mut usable = self.cached_usable();
+        if usable < want as u64 {
+            usable = self.refresh_usable()?;
+        }
+        if usable == 0 {
+            if S::PRODUCER || !(peer_gone || self.peer_closed()) {
+                return Err(S::WOULD_BLOCK);
             }
             // The producer closed (Release) after its last publish, so one
             // more load sees everything it ever published.
-            ready = self.refresh()?;
-            if ready == 0 {
+            usable = self.refresh_usable()?;
+            if usable == 0 {
                 return Err(Error::Disconnected);
             }
         }
-        Ok(self.shared.run(self.read_slot, ready))
+        Ok(self.shared.run(self.own_slot, usable))
     }
 
-    /// Releases `count` slots consumed since the last release.
+    /// Publishes (producer) or releases (consumer) `count` slots used since
+    /// the last commit.
     ///
-    /// Returns `true` if the producer was armed and must be woken.
+    /// Returns `true` if the peer was armed (about to sleep) and must be
+    /// woken by the caller.
     #[inline]
-    pub(crate) fn release(&mut self, count: usize) -> bool {
+    pub(crate) fn commit(&mut self, count: usize) -> bool {
         if count == 0 {
             return false;
         }
-        debug_assert!(count as u64 <= self.cached_write - self.read);
-        self.read += count as u64;
-        self.read_slot = advance(self.read_slot, count as u64, self.shared.capacity);
-        // Pairs with the Acquire load of `read_index` in
-        // `Producer::refresh`: our reads of the slots happen before the
-        // producer overwrites them.
-        self.shared
-            .header()
-            .read_index
-            .0
-            .store(self.read, Ordering::Release);
-        take_armed(&self.shared.header().producer_armed.0, self.shared.fences)
+        debug_assert!(count as u64 <= self.cached_usable());
+        self.own += count as u64;
+        self.own_slot = advance(self.own_slot, count as u64, self.shared.capacity);
+        // Release, paired with the Acquire load in the peer's `refresh`:
+        // the producer's writes of the items, or the consumer's reads of
+        // them, happen before the peer uses the slots.
+        S::own_index(self.shared.header()).store(self.own, Ordering::Release);
+        take_armed(S::peer_armed(self.shared.header()), self.shared.fences)
     }
 
-    /// Announces that the consumer will sleep until data arrives. See
-    /// [`Producer::arm`].
-    #[cfg(test)]
-    pub(crate) fn arm(&mut self) -> bool {
-        self.arm_min(1)
-    }
-
-    /// [`arm`](Self::arm) for a caller that needs `min` slots at once:
-    /// fewer than `min` counts as no progress, so it may sleep while some
-    /// are free. The peer still wakes it on every release it makes while
-    /// armed; the caller looks again and re-arms if that was not enough.
-    pub(crate) fn arm_min(&mut self, min: u64) -> bool {
+    /// Announces that this side will sleep until it can use `min` slots at
+    /// once: fewer than `min` counts as no progress, so it may sleep while
+    /// some are usable. The peer still wakes it on every commit it makes
+    /// while armed; the caller looks again and re-arms if that was not
+    /// enough.
+    ///
+    /// Returns `true` if it may sleep now; `false` (disarmed again) if the
+    /// peer made room, closed, or corrupted the ring in the meantime: then
+    /// the caller retries instead of sleeping.
+    pub(crate) fn arm(&mut self, min: u64) -> bool {
         if self.corrupted.is_some() {
             // Nothing to wait for: the retry reports the corruption.
             return false;
         }
-        announce_sleep(&self.shared.header().consumer_armed.0, self.shared.fences);
-        let progress = self.peer_closed() || !matches!(self.refresh(), Ok(ready) if ready < min);
+        announce_sleep(S::own_armed(self.shared.header()), self.shared.fences);
+        let progress =
+            self.peer_closed() || !matches!(self.refresh_usable(), Ok(usable) if usable < min);
         if progress {
             self.disarm();
         }
         !progress
     }
 
-    /// Withdraws an [`arm`](Self::arm). See [`Producer::disarm`].
+    /// Withdraws an [`arm`](Self::arm) after a sleep that ended without a
+    /// wake-up from the peer (a timeout, or the peer's death).
     pub(crate) fn disarm(&self) {
-        self.shared
-            .header()
-            .consumer_armed
-            .0
-            .store(0, Ordering::Relaxed);
+        S::own_armed(self.shared.header()).store(0, Ordering::Relaxed);
     }
 
-    /// Whether the producer has closed its end.
+    /// Whether the peer has closed its end.
     #[inline]
     pub(crate) fn peer_closed(&self) -> bool {
-        self.shared.header().closed.producer.load(Ordering::Acquire) != 0
+        S::peer_closed(self.shared.header()).load(Ordering::Acquire) != 0
     }
 
-    /// Items ready to be consumed, freshly loaded (racy).
+    /// Items in the ring (published and not yet consumed), freshly loaded
+    /// (racy).
     pub(crate) fn len(&mut self) -> Result<u64, Error> {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
@@ -535,14 +469,12 @@ impl Consumer {
         Ok(self.refresh()?)
     }
 
-    /// Marks the consumer closed. Returns `true` if the producer was armed.
+    /// Marks this side closed. Returns `true` if the peer was armed.
     pub(crate) fn close(&self) -> bool {
-        self.shared
-            .header()
-            .closed
-            .consumer
-            .store(1, Ordering::Release);
-        take_armed(&self.shared.header().producer_armed.0, self.shared.fences)
+        // Release: everything committed before is visible to a peer that
+        // sees the closed word (Acquire in its `peer_closed`).
+        S::own_closed(self.shared.header()).store(1, Ordering::Release);
+        take_armed(S::peer_armed(self.shared.header()), self.shared.fences)
     }
 }
 
@@ -564,14 +496,14 @@ mod tests {
         }))
     }
 
-    fn ends(header: &Header, capacity: u64, mirrored: bool) -> (Producer, Consumer) {
+    fn ends(header: &Header, capacity: u64, mirrored: bool) -> (Half<Write>, Half<Read>) {
         let ptr = NonNull::from(header);
         // SAFETY: each test keeps the boxed header alive and unmoved while
         // it uses the two ends.
         unsafe {
             (
-                Producer::new(ptr, capacity, mirrored),
-                Consumer::new(ptr, capacity, mirrored),
+                Half::<Write>::new(ptr, capacity, mirrored),
+                Half::<Read>::new(ptr, capacity, mirrored),
             )
         }
     }
@@ -580,25 +512,25 @@ mod tests {
     fn unmirrored_runs_stop_at_the_wrap_and_mirrored_runs_do_not() {
         let header = boxed_header(5);
         let (mut tx, mut rx) = ends(&header, 5, false);
-        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 0, len: 5 }));
-        tx.publish(4);
-        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 0, len: 4 }));
-        rx.release(3);
+        assert_eq!(tx.slots(1, false), Ok(Slots { start: 0, len: 5 }));
+        tx.commit(4);
+        assert_eq!(rx.slots(1, false), Ok(Slots { start: 0, len: 4 }));
+        rx.commit(3);
         // The cache still says one free slot; it is lent without a reload.
-        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 4, len: 1 }));
-        tx.publish(1);
-        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 0, len: 3 }));
+        assert_eq!(tx.slots(1, false), Ok(Slots { start: 4, len: 1 }));
+        tx.commit(1);
+        assert_eq!(tx.slots(1, false), Ok(Slots { start: 0, len: 3 }));
 
         let mirrored = boxed_header(5);
         let (mut tx, mut rx) = ends(&mirrored, 5, true);
-        tx.publish(4);
-        rx.ready_slots(1, false).unwrap();
-        rx.release(4);
-        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 4, len: 1 }));
-        tx.publish(1);
-        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 0, len: 4 }));
-        tx.publish(3);
-        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 4, len: 4 }));
+        tx.commit(4);
+        rx.slots(1, false).unwrap();
+        rx.commit(4);
+        assert_eq!(tx.slots(1, false), Ok(Slots { start: 4, len: 1 }));
+        tx.commit(1);
+        assert_eq!(tx.slots(1, false), Ok(Slots { start: 0, len: 4 }));
+        tx.commit(3);
+        assert_eq!(rx.slots(1, false), Ok(Slots { start: 4, len: 4 }));
     }
 
     /// Slots on the heap, written by the producer and read by the consumer
@@ -627,7 +559,7 @@ mod tests {
             let mut next = 0;
             let mut batch = 1;
             while next < count {
-                match tx.free_slots(batch, false) {
+                match tx.slots(batch, false) {
                     Ok(run) => {
                         let n = run.len.min(batch).min((count - next) as usize);
                         for i in 0..n {
@@ -635,7 +567,7 @@ mod tests {
                             // until published.
                             unsafe { *producer_slots.0[run.start + i].get() = next + i as u64 };
                         }
-                        tx.publish(n);
+                        tx.commit(n);
                         next += n as u64;
                         batch = batch % (capacity as usize + 1) + 1;
                     }
@@ -651,7 +583,7 @@ mod tests {
         let mut expected = 0;
         let mut batch = 2;
         while expected < stop_after {
-            match rx.ready_slots(batch, false) {
+            match rx.slots(batch, false) {
                 Ok(run) => {
                     let n = run.len.min(batch).min((stop_after - expected) as usize);
                     for i in 0..n {
@@ -661,7 +593,7 @@ mod tests {
                         assert_eq!(value, expected);
                         expected += 1;
                     }
-                    rx.release(n);
+                    rx.commit(n);
                     batch = batch % (capacity as usize + 1) + 1;
                 }
                 Err(Error::Empty) => std::thread::yield_now(),
@@ -694,49 +626,46 @@ mod tests {
     fn the_peer_index_is_reloaded_only_when_the_cache_shows_fewer_than_wanted() {
         let header = boxed_header(8);
         let (mut tx, mut rx) = ends(&header, 8, true);
-        tx.publish(6);
-        assert_eq!(rx.ready_slots(1, false).map(|s| s.len), Ok(6));
-        rx.release(6);
+        tx.commit(6);
+        assert_eq!(rx.slots(1, false).map(|s| s.len), Ok(6));
+        rx.commit(6);
         // The cache still shows 2 free: enough for one item, not for all.
-        assert_eq!(tx.free_slots(1, false), Ok(Slots { start: 6, len: 2 }));
-        assert_eq!(tx.free_slots(2, false), Ok(Slots { start: 6, len: 2 }));
-        assert_eq!(tx.free_slots(3, false), Ok(Slots { start: 6, len: 8 }));
-        tx.publish(1);
-        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 6, len: 1 }));
-        tx.publish(1);
-        assert_eq!(rx.ready_slots(1, false), Ok(Slots { start: 6, len: 1 }));
-        assert_eq!(
-            rx.ready_slots(usize::MAX, false),
-            Ok(Slots { start: 6, len: 2 })
-        );
+        assert_eq!(tx.slots(1, false), Ok(Slots { start: 6, len: 2 }));
+        assert_eq!(tx.slots(2, false), Ok(Slots { start: 6, len: 2 }));
+        assert_eq!(tx.slots(3, false), Ok(Slots { start: 6, len: 8 }));
+        tx.commit(1);
+        assert_eq!(rx.slots(1, false), Ok(Slots { start: 6, len: 1 }));
+        tx.commit(1);
+        assert_eq!(rx.slots(1, false), Ok(Slots { start: 6, len: 1 }));
+        assert_eq!(rx.slots(usize::MAX, false), Ok(Slots { start: 6, len: 2 }));
     }
 
     #[test]
     fn a_consumer_index_beyond_the_producer_is_corruption_and_stays_so() {
         let header = boxed_header(4);
         let (mut tx, _rx) = ends(&header, 4, true);
-        tx.publish(4);
+        tx.commit(4);
         header.read_index.0.store(9, Ordering::Relaxed);
         let expected = Corruption::IndexOutOfRange {
             write: 4,
             read: 9,
             capacity: 4,
         };
-        assert_eq!(tx.free_slots(1, false), Err(Error::Corrupted(expected)));
+        assert_eq!(tx.slots(1, false), Err(Error::Corrupted(expected)));
         header.read_index.0.store(0, Ordering::Relaxed);
-        assert_eq!(tx.free_slots(1, false), Err(Error::Corrupted(expected)));
+        assert_eq!(tx.slots(1, false), Err(Error::Corrupted(expected)));
     }
 
     #[test]
     fn a_write_index_that_goes_back_is_corruption() {
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);
-        tx.publish(3);
-        assert_eq!(rx.ready_slots(1, false).map(|s| s.len), Ok(3));
-        rx.release(3);
+        tx.commit(3);
+        assert_eq!(rx.slots(1, false).map(|s| s.len), Ok(3));
+        rx.commit(3);
         header.write_index.0.store(1, Ordering::Relaxed);
         assert_eq!(
-            rx.ready_slots(1, false),
+            rx.slots(1, false),
             Err(Error::Corrupted(Corruption::IndexWentBack {
                 before: 3,
                 now: 1
@@ -748,11 +677,11 @@ mod tests {
     fn a_closed_producer_is_disconnected_only_after_the_ring_is_drained() {
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);
-        tx.publish(2);
+        tx.commit(2);
         tx.close();
-        assert_eq!(rx.ready_slots(1, false).map(|s| s.len), Ok(2));
-        rx.release(2);
-        assert_eq!(rx.ready_slots(1, false), Err(Error::Disconnected));
+        assert_eq!(rx.slots(1, false).map(|s| s.len), Ok(2));
+        rx.commit(2);
+        assert_eq!(rx.slots(1, false), Err(Error::Disconnected));
     }
 
     #[test]
@@ -761,25 +690,25 @@ mod tests {
         // they come first, then the disconnect.
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);
-        tx.publish(3);
-        assert_eq!(rx.ready_slots(1, true).map(|s| s.len), Ok(3));
-        rx.release(2);
-        assert_eq!(rx.ready_slots(usize::MAX, true).map(|s| s.len), Ok(1));
-        rx.release(1);
-        assert_eq!(rx.ready_slots(1, true), Err(Error::Disconnected));
+        tx.commit(3);
+        assert_eq!(rx.slots(1, true).map(|s| s.len), Ok(3));
+        rx.commit(2);
+        assert_eq!(rx.slots(usize::MAX, true).map(|s| s.len), Ok(1));
+        rx.commit(1);
+        assert_eq!(rx.slots(1, true), Err(Error::Disconnected));
     }
 
     #[test]
     fn publishing_wakes_only_an_armed_consumer() {
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);
-        assert!(!tx.publish(1), "nobody armed: no wake-up");
-        let ready = rx.ready_slots(1, false).unwrap().len;
-        rx.release(ready);
-        assert!(rx.arm(), "empty ring: the consumer may sleep");
-        assert!(tx.publish(1), "armed consumer: wake it");
-        assert!(!tx.publish(1), "the flag was taken: only one wake-up");
-        assert!(!rx.arm(), "data is ready: do not sleep");
+        assert!(!tx.commit(1), "nobody armed: no wake-up");
+        let ready = rx.slots(1, false).unwrap().len;
+        rx.commit(ready);
+        assert!(rx.arm(1), "empty ring: the consumer may sleep");
+        assert!(tx.commit(1), "armed consumer: wake it");
+        assert!(!tx.commit(1), "the flag was taken: only one wake-up");
+        assert!(!rx.arm(1), "data is ready: do not sleep");
         assert_eq!(header.consumer_armed.0.load(Ordering::Relaxed), 0);
     }
 
@@ -787,16 +716,13 @@ mod tests {
     fn a_producer_needing_more_room_sleeps_and_is_woken_by_each_release() {
         let header = boxed_header(4);
         let (mut tx, mut rx) = ends(&header, 4, true);
-        tx.free_slots(4, false).unwrap();
-        assert!(!tx.publish(3), "nobody armed: no wake-up");
-        assert!(!tx.arm_min(1), "one slot is free: progress for one item");
-        assert!(
-            tx.arm_min(2),
-            "one free slot is too few for two: it may sleep"
-        );
-        rx.ready_slots(1, false).unwrap();
-        assert!(rx.release(1), "armed producer: woken on the release");
-        assert!(!tx.arm_min(2), "two free now: enough");
+        tx.slots(4, false).unwrap();
+        assert!(!tx.commit(3), "nobody armed: no wake-up");
+        assert!(!tx.arm(1), "one slot is free: progress for one item");
+        assert!(tx.arm(2), "one free slot is too few for two: it may sleep");
+        rx.slots(1, false).unwrap();
+        assert!(rx.commit(1), "armed producer: woken on the release");
+        assert!(!tx.arm(2), "two free now: enough");
         assert_eq!(header.producer_armed.0.load(Ordering::Relaxed), 0);
     }
 }

@@ -17,7 +17,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 
-use super::{Consumer, Producer};
+use super::{Half, Read, Write};
 use crate::error::Error;
 use crate::layout::{Config, Header};
 
@@ -91,15 +91,15 @@ impl Ring {
         })
     }
 
-    fn producer(&self) -> Producer {
+    fn producer(&self) -> Half<Write> {
         // SAFETY: the header is boxed inside an `Arc<Ring>` that each
         // thread holds for as long as it uses the end.
-        unsafe { Producer::new(NonNull::from(&*self.header), self.slots.len() as u64, false) }
+        unsafe { Half::<Write>::new(NonNull::from(&*self.header), self.slots.len() as u64, false) }
     }
 
-    fn consumer(&self) -> Consumer {
+    fn consumer(&self) -> Half<Read> {
         // SAFETY: as for `producer`.
-        unsafe { Consumer::new(NonNull::from(&*self.header), self.slots.len() as u64, false) }
+        unsafe { Half::<Read>::new(NonNull::from(&*self.header), self.slots.len() as u64, false) }
     }
 }
 
@@ -110,7 +110,7 @@ fn produce(ring: &Ring, count: u64, batch: usize) -> u64 {
     let mut producer = ring.producer();
     let mut next = 0;
     while next < count {
-        match producer.free_slots(batch, false) {
+        match producer.slots(batch, false) {
             Ok(run) => {
                 let n = run.len.min(batch).min((count - next) as usize);
                 for i in 0..n {
@@ -121,13 +121,13 @@ fn produce(ring: &Ring, count: u64, batch: usize) -> u64 {
                     });
                 }
                 next += n as u64;
-                if producer.publish(n) {
+                if producer.commit(n) {
                     ring.data_ready.notify();
                 }
             }
             Err(Error::Full) => {
                 ring.arms.fetch_add(1, Ordering::Relaxed);
-                if producer.arm() {
+                if producer.arm(1) {
                     ring.space_ready.wait();
                     producer.disarm();
                 }
@@ -149,7 +149,7 @@ fn consume(ring: &Ring, stop_after: u64, batch: usize) -> u64 {
     let mut consumer = ring.consumer();
     let mut expected = 0;
     while expected < stop_after {
-        match consumer.ready_slots(batch, false) {
+        match consumer.slots(batch, false) {
             Ok(run) => {
                 let n = run.len.min(batch).min((stop_after - expected) as usize);
                 for i in 0..n {
@@ -161,13 +161,13 @@ fn consume(ring: &Ring, stop_after: u64, batch: usize) -> u64 {
                     assert_eq!(value, expected, "an item was lost, duplicated or reordered");
                     expected += 1;
                 }
-                if consumer.release(n) {
+                if consumer.commit(n) {
                     ring.space_ready.notify();
                 }
             }
             Err(Error::Empty) => {
                 ring.arms.fetch_add(1, Ordering::Relaxed);
-                if consumer.arm() {
+                if consumer.arm(1) {
                     ring.data_ready.wait();
                     consumer.disarm();
                 }
