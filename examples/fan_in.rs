@@ -47,6 +47,37 @@ const BATCH: usize = 1024;
 /// Items per ring, unless `--items` says otherwise.
 const ITEMS: u64 = 1 << 17;
 
+/// Sleeps in `poll` (not at all if `busy`), at most `poll_timeout()`:
+/// forever, unless this process cannot call `membarrier`. Then calls `due`
+/// with the token of each ring to look at: those with an event, or all
+/// `rings` if the bound ran out (a wake-up may have been lost).
+fn wait(
+    poll: &mut Poll,
+    events: &mut Events,
+    busy: bool,
+    rings: usize,
+    due: impl FnMut(usize),
+) -> std::io::Result<()> {
+    let timeout = if busy {
+        Some(Duration::ZERO)
+    } else {
+        fdring::poll_timeout()
+    };
+    loop {
+        match poll.poll(events, timeout) {
+            Ok(()) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if events.is_empty() && !busy {
+        (0..rings).for_each(due);
+    } else {
+        events.iter().map(|event| event.token().0).for_each(due);
+    }
+    Ok(())
+}
+
 /// The environment variable carrying ring `j` of a child.
 fn ring_var(j: usize) -> String {
     format!("FDRING_FAN_IN_{j}")
@@ -131,23 +162,20 @@ fn parent(args: &[String]) -> AnyResult<()> {
     let (mut polls, mut turns, mut armed) = (0u64, 0u64, 0u64);
     while open > 0 {
         // Sleep only when no ring is known to have work.
-        let timeout = if ready.is_empty() {
-            None
-        } else {
-            Some(Duration::ZERO)
-        };
-        match poll.poll(&mut events, timeout) {
-            Ok(()) => polls += 1,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        }
-        for event in &events {
-            let ring = &mut rings[event.token().0];
-            if !ring.queued && ring.rx.is_some() {
-                ring.queued = true;
-                ready.push_back(event.token().0);
-            }
-        }
+        wait(
+            &mut poll,
+            &mut events,
+            !ready.is_empty(),
+            rings.len(),
+            |index| {
+                let ring = &mut rings[index];
+                if !ring.queued && ring.rx.is_some() {
+                    ring.queued = true;
+                    ready.push_back(index);
+                }
+            },
+        )?;
+        polls += 1;
         // One turn for each ring in the queue, in order.
         for _ in 0..ready.len() {
             let Some(index) = ready.pop_front() else {
@@ -234,23 +262,18 @@ fn child(args: &[String]) -> AnyResult<()> {
     let mut events = Events::with_capacity(256);
     let mut open = RINGS_PER_CHILD;
     while open > 0 {
-        let timeout = if ready.is_empty() {
-            None
-        } else {
-            Some(Duration::ZERO)
-        };
-        match poll.poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        }
-        for event in &events {
-            let j = event.token().0;
-            if !queued[j] && rings[j].is_some() {
-                queued[j] = true;
-                ready.push_back(j);
-            }
-        }
+        wait(
+            &mut poll,
+            &mut events,
+            !ready.is_empty(),
+            rings.len(),
+            |j| {
+                if !queued[j] && rings[j].is_some() {
+                    queued[j] = true;
+                    ready.push_back(j);
+                }
+            },
+        )?;
         for _ in 0..ready.len() {
             let Some(j) = ready.pop_front() else {
                 break;

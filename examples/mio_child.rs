@@ -214,9 +214,10 @@ fn child() -> AnyResult<()> {
                 }
             }
         }
-        // Both drained: sleep until one of them has something.
+        // Both drained: sleep until one of them has something (or, where
+        // this process cannot call membarrier, 1 ms at most).
         loop {
-            match poll.poll(&mut events, None) {
+            match poll.poll(&mut events, fdring::poll_timeout()) {
                 Ok(()) => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.into()),

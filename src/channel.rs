@@ -501,8 +501,8 @@ impl<S: Side> End<S> {
             if self.half.arm(min as u64) {
                 self.stats.sleeps += 1;
                 // Without the heavy barrier a light publisher's wake-up can
-                // be lost, so such sleeps are sliced (`signal::sleep_slice`).
-                let until = match signal::sleep_slice() {
+                // be lost, so such sleeps are sliced (`signal::poll_timeout`).
+                let until = match signal::poll_timeout() {
                     Some(slice) => {
                         let end = Instant::now() + slice;
                         Some(deadline.map_or(end, |d| d.min(end)))

@@ -74,4 +74,4 @@ pub use error::{Corruption, Error, Rejection};
 pub use frame::{Frame, FrameMut, FrameReceiver, FrameSender, FrameStats};
 pub use layout::{MAGIC, VERSION};
 #[cfg(not(loom))]
-pub use signal::Liveness;
+pub use signal::{poll_timeout, Liveness};

@@ -36,6 +36,10 @@
 //! before it arms and re-checks the ring after arming, so a wake-up sent
 //! for that arming arrives on an empty socket and is a new edge.
 //!
+//! Pass [`crate::poll_timeout()`] as the timeout of `Poll::poll`: it is
+//! `None` wherever this process can call `membarrier`, and bounds the
+//! wait where a lost wake-up is possible (`docs/event-loops.md`).
+//!
 //! # The loop
 //!
 //! A receiver served from a `mio::Poll` next to anything else the loop
@@ -80,9 +84,10 @@
 //!             Err(e) => return Err(e.into()),
 //!         }
 //!     }
-//!     // Armed: sleep until an event. With one source, every event is the
-//!     // ring's; with several, look at `event.token()`.
-//!     poll.poll(&mut events, None)?;
+//!     // Armed: sleep until an event (no longer than `poll_timeout()`, see
+//!     // above). With one source, every event is the ring's; with several,
+//!     // look at `event.token()`.
+//!     poll.poll(&mut events, fdring::poll_timeout())?;
 //! }
 //! poll.registry().deregister(&mut rx)?;
 //! assert_eq!(next, 100_000);

@@ -67,7 +67,7 @@ fn membarrier() -> Membarrier {
 /// The sleeper's barrier: every running thread of every registered
 /// process (a light publisher among them) runs a full barrier before this
 /// returns. Falls back to a `SeqCst` fence if the call fails; the sleeps
-/// are then bounded ([`sleep_slice`]).
+/// are then bounded ([`poll_timeout`]).
 fn heavy_barrier() {
     if rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_err() {
         fence(Ordering::SeqCst);
@@ -89,12 +89,42 @@ pub(crate) fn fences() -> Fences {
     }
 }
 
-/// How long one sleep may last before the ring is checked again, if this
-/// process cannot issue the heavy barrier: a peer in another process may
-/// publish with a light barrier, and without ours its wake-up can be lost
-/// (the peer's index is then seen on the next check). `None` (no bound)
-/// when `membarrier` works, the normal case.
-pub(crate) fn sleep_slice() -> Option<Duration> {
+/// The timeout to give your poller when it waits on an end's fd after
+/// [`prepare_wait`](crate::Receiver::prepare_wait): `None` (wait as long
+/// as it takes) where this process can call `membarrier`, the normal case;
+/// `Some(1 ms)` where it cannot (a seccomp filter that forbids it, or a
+/// kernel before 4.16).
+///
+/// A peer in another process may publish with a compiler fence only and
+/// rely on the sleeper's `membarrier` to order it; a sleeper that cannot
+/// issue one may miss that wake-up, and must look at the ring again
+/// within this bound (`docs/safety.md`). The blocking calls and the
+/// `tokio` adapter do so by themselves; a `mio` or hand-written loop should
+/// pass this to its `poll`.
+///
+/// ```
+/// use std::os::fd::{AsFd, AsRawFd};
+/// use mio::{unix::SourceFd, Events, Interest, Poll, Token};
+///
+/// let (mut tx, mut rx) = fdring::channel::<u64>(1024)?;
+/// std::thread::spawn(move || tx.send(7));
+/// let (mut poll, mut events) = (Poll::new().unwrap(), Events::with_capacity(4));
+/// let fd = rx.as_fd().as_raw_fd();
+/// poll.registry().register(&mut SourceFd(&fd), Token(0), Interest::READABLE).unwrap();
+/// let item = loop {
+///     match rx.try_recv() {
+///         Err(fdring::Error::Empty) => {
+///             if rx.prepare_wait()? {
+///                 poll.poll(&mut events, fdring::poll_timeout()).unwrap();
+///             }
+///         }
+///         other => break other?,
+///     }
+/// };
+/// assert_eq!(item, 7);
+/// # Ok::<(), fdring::Error>(())
+/// ```
+pub fn poll_timeout() -> Option<Duration> {
     if membarrier().usable {
         None
     } else {

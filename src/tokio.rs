@@ -46,6 +46,11 @@
 //! watches its peer ([`Receiver::watch_peer`], before wrapping it) has
 //! its [`Liveness`] fd watched as well.
 //!
+//! In a process that cannot call `membarrier` ([`crate::poll_timeout`] is
+//! `Some`), a waiting task is also woken every millisecond to look at the
+//! ring again, by a thread of the crate's started on first need, so that a
+//! wake-up lost for want of the barrier delays it by at most that.
+//!
 //! A task that always finds the ring ready would never return to the
 //! scheduler; after 128 ready results in a row, a call returns `Pending`
 //! once (waking itself at once), so that the other tasks of its worker
@@ -74,7 +79,9 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use ::tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -219,6 +226,9 @@ impl<E: End> Registered<E> {
                         // Armed, and the waker registered: a real wait,
                         // which ends the streak of ready results.
                         self.streak = 0;
+                        if let Some(slice) = crate::poll_timeout() {
+                            wake_after(slice, cx.waker());
+                        }
                         return Poll::Pending;
                     }
                     // The peer's liveness fired: the retry (through
@@ -227,6 +237,33 @@ impl<E: End> Registered<E> {
                 },
             }
         }
+    }
+}
+
+/// Wakes `waker` within `slice`: every waker handed in is woken at the
+/// next tick of one thread, started on first use, that ticks every
+/// `slice`. It runs only in a process that cannot call `membarrier`, and
+/// needs no timer from the runtime. If the thread cannot be started, the
+/// task is woken at once (it then polls the ring instead of sleeping).
+fn wake_after(slice: Duration, waker: &Waker) {
+    static DUE: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
+    static TICKER: OnceLock<bool> = OnceLock::new();
+    let due = || DUE.lock().unwrap_or_else(PoisonError::into_inner);
+    let ticking = *TICKER.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("fdring-tick".into())
+            .spawn(move || loop {
+                std::thread::sleep(slice);
+                std::mem::take(&mut *due())
+                    .into_iter()
+                    .for_each(Waker::wake);
+            })
+            .is_ok()
+    });
+    if ticking {
+        due().push(waker.clone());
+    } else {
+        waker.wake_by_ref();
     }
 }
 
