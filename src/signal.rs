@@ -240,6 +240,24 @@ impl WakeSocket {
         Ok(Drained::StillReadable)
     }
 
+    /// Sleeps in one blocking `recv` until a wake-up or a hang-up, where
+    /// `poll` and then a drain would take two system calls. `None` if the
+    /// socket's file description is non-blocking (a peer holding a copy of
+    /// it can set that, or a receive timeout): the caller then polls.
+    fn sleep_in_recv(&self) -> Result<Option<Woken>, Error> {
+        let mut buf = [0u8; DRAIN_CHUNK];
+        loop {
+            return match rustix::net::recv(&self.0, &mut buf, RecvFlags::empty()) {
+                Ok((0, _)) | Err(Errno::CONNRESET) => Ok(Some(Woken::PeerGone)),
+                // Bytes left by a flood only make the next wait shorter.
+                Ok(_) => Ok(Some(Woken::Notified)),
+                Err(Errno::AGAIN) => Ok(None),
+                Err(Errno::INTR) => continue,
+                Err(e) => Err(Error::io("waiting for a wake-up", e)),
+            };
+        }
+    }
+
     /// A second fd for the same socket end.
     pub(crate) fn try_clone(&self) -> Result<WakeSocket, Error> {
         self.0
@@ -270,6 +288,11 @@ pub(crate) fn wait(
     extra: Option<&Liveness>,
     deadline: Option<Instant>,
 ) -> Result<Woken, Error> {
+    if deadline.is_none() && extra.is_none() {
+        if let Some(woken) = socket.sleep_in_recv()? {
+            return Ok(woken);
+        }
+    }
     loop {
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         // poll takes a Timespec, so the sleep is as precise as the kernel's

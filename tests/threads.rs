@@ -716,3 +716,36 @@ fn even_the_shortest_timeout_sees_a_peer_that_vanished() {
         );
     }
 }
+
+/// This thread's CPU time.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// A blocking receive sleeps in the kernel while it waits, whether its
+/// wake-up socket's file description is blocking (it sleeps in `recv`) or
+/// was made non-blocking, as a peer holding a copy of it could (it then
+/// sleeps in `poll`): either way a 300 ms wait costs next to no CPU.
+#[test]
+fn a_blocking_receive_sleeps_even_if_its_socket_was_made_non_blocking() {
+    for nonblocking in [false, true] {
+        let (mut tx, mut rx) = channel::<u64>(512).unwrap();
+        if nonblocking {
+            rustix::fs::fcntl_setfl(&rx, rustix::fs::OFlags::NONBLOCK).unwrap();
+        }
+        let waiter = thread::spawn(move || {
+            let before = thread_cpu_time();
+            let got = rx.recv();
+            (got, thread_cpu_time() - before)
+        });
+        thread::sleep(Duration::from_millis(300));
+        tx.send(7).unwrap();
+        let (got, cpu) = waiter.join().unwrap();
+        assert_eq!(got, Ok(7));
+        assert!(
+            cpu < Duration::from_millis(100),
+            "a receive waiting 300 ms used {cpu:?} of CPU (non-blocking socket: {nonblocking})"
+        );
+    }
+}
