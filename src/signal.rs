@@ -226,11 +226,6 @@ impl WakeSocket {
         while rounds < DRAIN_ROUNDS {
             match rustix::net::recv(&self.0, &mut buf, RecvFlags::DONTWAIT) {
                 Ok((0, _)) | Err(Errno::CONNRESET) => return Ok(Drained::PeerGone),
-                // Less than asked for: that was all there was, so a second
-                // `recv` would only say `EAGAIN` (one system call per
-                // wake-up saved). A hang-up just after is seen by the next
-                // poll, which it makes readable.
-                Ok((n, _)) if n < DRAIN_CHUNK => return Ok(Drained::Empty),
                 Ok(_) => rounds += 1,
                 Err(Errno::AGAIN) => return Ok(Drained::Empty),
                 Err(Errno::INTR) => {}
