@@ -492,6 +492,17 @@ mod tests {
         }
     }
 
+    /// A drain must not stop at a short read: a hang-up right behind the
+    /// last wake-up is what lets `prepare_wait` refuse to wait on a peer
+    /// that is gone (the hostile-peer property test found that shortcut).
+    #[test]
+    fn a_drain_sees_a_hang_up_right_behind_a_wake_up() {
+        let (ours, peer) = WakeSocket::pair().unwrap();
+        peer.notify().unwrap();
+        drop(peer);
+        assert_eq!(ours.drain().unwrap(), Drained::PeerGone);
+    }
+
     #[test]
     fn wait_wakes_on_a_byte_a_hang_up_or_the_deadline() {
         let (ours, peer) = WakeSocket::pair().unwrap();
