@@ -435,11 +435,11 @@ impl<S: Side> End<S> {
         }
     }
 
-    /// Drains the socket, then arms: after `Ok(true)` the socket becomes
-    /// readable when a retry can make progress. Also looks at the peer's
-    /// liveness (this path makes system calls anyway), so that a retry
-    /// after the peer's death returns `Disconnected`.
-    fn prepare_wait(&mut self) -> Result<bool, Error> {
+    /// Drains the socket, then arms for `min` slots: after `Ok(true)` the
+    /// socket becomes readable when a retry can make progress. Also looks
+    /// at the peer's liveness (this path makes system calls anyway), so
+    /// that a retry after the peer's death returns `Disconnected`.
+    fn prepare_wait(&mut self, min: usize) -> Result<bool, Error> {
         // Drain first: any wake-up from here on answers this arm.
         let drained = self.wake.drain()?;
         if drained == Drained::PeerGone
@@ -455,7 +455,7 @@ impl<S: Side> End<S> {
             // The retry drains what is left, then reports the disconnect.
             return Ok(false);
         }
-        Ok(self.half.arm(1))
+        Ok(self.half.arm(min as u64))
     }
 
     /// Waits until the ring lends at least one slot: spins for `spin`, then
@@ -707,7 +707,7 @@ impl<T: Pod> Sender<T> {
     /// # Ok::<(), fdring::Error>(())
     /// ```
     pub fn prepare_wait(&mut self) -> Result<bool, Error> {
-        self.end.prepare_wait()
+        self.end.prepare_wait(1)
     }
 
     /// The capacity of the ring in items (the requested capacity rounded
@@ -830,6 +830,13 @@ impl<T: Pod> Sender<T> {
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
     {
         self.send_in(ALL, Wait::timeout(timeout), fill)
+    }
+
+    /// [`prepare_wait`](Self::prepare_wait) for a caller that needs `min`
+    /// free slots at once: fewer count as full (the frame layer's "room
+    /// for this frame"). `min` must not exceed the capacity.
+    pub(crate) fn prepare_wait_min(&mut self, min: usize) -> Result<bool, Error> {
+        self.end.prepare_wait(min)
     }
 
     /// Lends at least `min` free slots, waiting as `wait` says: fewer than
@@ -1088,7 +1095,7 @@ impl<T: Pod> Receiver<T> {
     /// # Ok::<(), fdring::Error>(())
     /// ```
     pub fn prepare_wait(&mut self) -> Result<bool, Error> {
-        self.end.prepare_wait()
+        self.end.prepare_wait(1)
     }
 
     /// The capacity of the ring in items.

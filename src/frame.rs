@@ -408,6 +408,55 @@ impl FrameSender {
         self.tx.watch_peer(liveness);
     }
 
+    /// Prepares to wait on this end's fd ([`AsFd`]) in your own event loop
+    /// until there is room for a frame of `len` bytes, after a `try_` call
+    /// returned `Full`: the contract of [`Sender::prepare_wait`], with
+    /// "room" meaning room for that frame, not one free byte.
+    ///
+    /// Returns `Ok(true)` if you may wait now: the fd becomes readable when
+    /// the receiver frees space (look again: one release may not have been
+    /// enough), closes, breaks the protocol or dies. `Ok(false)` if there
+    /// is room already or the receiver is gone: retry instead of waiting.
+    /// Pass [`crate::poll_timeout()`] as the poller's timeout.
+    ///
+    /// # Errors
+    ///
+    /// `FrameTooLarge` if no ring position could ever hold the frame (see
+    /// [`max_frame_len`](Self::max_frame_len)); `Io` if the wake-up socket
+    /// cannot be drained.
+    ///
+    /// ```
+    /// use rustix::event::{poll, PollFd, PollFlags};
+    ///
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame(1, &[1; 3000])?; // the ring is now too full for another
+    /// let reader = std::thread::spawn(move || {
+    ///     let len = rx.recv_frame_with(|f| f.len());
+    ///     (len, rx) // dropped only after the join: the sender sees no close
+    /// });
+    /// loop {
+    ///     match tx.try_send_frame(2, &[2; 3000]) {
+    ///         Ok(()) => break,
+    ///         Err(fdring::Error::Full) => {
+    ///             if tx.prepare_wait(3000)? {
+    ///                 poll(&mut [PollFd::new(&tx, PollFlags::IN)], None).unwrap();
+    ///             }
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// let (len, _rx) = reader.join().unwrap();
+    /// assert_eq!(len?, 3000);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait(&mut self, len: usize) -> Result<bool, Error> {
+        if len > self.max_frame_len {
+            return Err(too_large(len, self.max_frame_len));
+        }
+        self.tx.prepare_wait_min(record_room(len, self.align))
+    }
+
     /// Gives up this end as fds, to be opened again elsewhere as a
     /// [`Sender<u8>`] and wrapped in a `FrameSender` there; see
     /// [`Sender::into_fds`].
@@ -668,8 +717,8 @@ impl FrameSender {
         let write = |free: &mut [MaybeUninit<u8>]| {
             write_frame(free, len, align, &mut fill, &mut attempt, &mut tag)
         };
-        let min = HEADER + align - RECORD_ALIGN + round_up(len, RECORD_ALIGN);
-        self.tx.send_with_min(min, wait, write)?;
+        self.tx
+            .send_with_min(record_room(len, align), wait, write)?;
         match attempt {
             Attempt::Sent(committed) => {
                 self.stats.frames += 1;
@@ -680,6 +729,13 @@ impl FrameSender {
             Attempt::NoRoom => Err(Error::Full),
         }
     }
+}
+
+/// The free bytes a frame of `len` payload bytes needs wherever the write
+/// position stands: the header, the most alignment padding there can be,
+/// and the payload rounded to a record boundary.
+fn record_room(len: usize, align: usize) -> usize {
+    HEADER + align - RECORD_ALIGN + round_up(len, RECORD_ALIGN)
 }
 
 /// The closure of the copying sends.
@@ -1504,6 +1560,13 @@ fn copy_out(buf: &mut Vec<u8>) -> impl FnOnce(Frame<'_>) -> u64 + '_ {
         buf.clear();
         buf.extend_from_slice(frame.bytes());
         frame.tag()
+    }
+}
+
+impl AsFd for FrameSender {
+    /// The ring's wake-up socket; see [`FrameSender::prepare_wait`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.tx.as_fd()
     }
 }
 

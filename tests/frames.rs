@@ -989,3 +989,52 @@ fn frames_allocate_nothing_once_running() {
         "allocations in 10,000 rounds of frames"
     );
 }
+
+/// Whether `fd` becomes readable within `within`.
+fn readable_within(fd: &impl std::os::fd::AsFd, within: Duration) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let timeout = rustix::time::Timespec {
+        tv_sec: within.as_secs() as i64,
+        tv_nsec: within.subsec_nanos().into(),
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    poll(&mut fds, Some(&timeout)).expect("poll") == 1
+}
+
+/// A frame sender in an event loop: `prepare_wait(len)` arms while there
+/// is room for a smaller frame but not for this one, says "retry" when
+/// there is, and the fd becomes readable once the receiver frees enough.
+#[test]
+fn a_frame_sender_in_an_event_loop_waits_for_room_for_its_own_frame() {
+    let (tx, rx) = channel::<u8>(4096).unwrap();
+    let (mut tx, mut rx) = (FrameSender::new(tx), FrameReceiver::new(rx));
+    tx.send_frame(0, &[0; 2000]).unwrap();
+    tx.send_frame(1, &[1; 1000]).unwrap();
+    // About 1 KiB is free: enough for 500 bytes, not for 2000.
+    assert_eq!(tx.try_send_frame(2, &[2; 2000]), Err(Error::Full));
+    assert!(!tx.prepare_wait(500).unwrap(), "a 500-byte frame fits");
+    assert!(
+        tx.prepare_wait(2000).unwrap(),
+        "a 2000-byte frame does not fit"
+    );
+    assert!(
+        !readable_within(&tx, Duration::ZERO),
+        "readable before any release"
+    );
+    let reader = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        let tag = rx.recv_frame_with(|frame| frame.tag()).unwrap();
+        (tag, rx)
+    });
+    assert!(
+        readable_within(&tx, NOTICE),
+        "the release of a frame did not wake the armed sender"
+    );
+    let (tag, _rx) = reader.join().unwrap();
+    assert_eq!(tag, 0);
+    tx.try_send_frame(2, &[2; 2000]).unwrap();
+    assert!(matches!(
+        tx.prepare_wait(4096),
+        Err(Error::FrameTooLarge { len: 4096, .. })
+    ));
+}
