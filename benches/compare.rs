@@ -21,8 +21,6 @@
 //! default. In `frames_video`, "fdring/mlock" locks (and so pre-faults) both
 //! mappings, which shows what first-touch page faults cost the default.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::error::Error;
 use std::fmt::Write as _;
 use std::fs::File;
@@ -66,38 +64,10 @@ static PEER_CORE: AtomicUsize = AtomicUsize::new(1);
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Frame([u64; FRAME_WORDS]);
 
-// ------------------------------------------------- counting allocator
-
-/// Counts allocations per thread, so that each side counts only its own.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to `System`; counting touches
-// only a const-initialised thread-local `Cell`, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: the caller keeps `GlobalAlloc::alloc`'s contract, which is
-        // `System.alloc`'s.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` (through `alloc`) with
-        // this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+// A counting allocator, per thread (the allocation counts).
+#[path = "../tests/support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocs;
 
 // ------------------------------------------------------ what runs where
 
