@@ -1589,6 +1589,25 @@ fn prefixed_pipe(c: &Cfg) -> Res<Run> {
     })
 }
 
+/// The floor and the peers of BENCHMARKS.md's `frames_video`, raced by
+/// both video cases (fdring's items and its frame layer), and their goals.
+const VIDEO_PEERS: [(&str, Contender); 4] = [
+    ("floor memcpy", floor_memcpy),
+    ("UnixStream", |c| io_stream(c, unix()?)),
+    ("pipe", |c| io_stream(c, pipe()?)),
+    ("shmem-ipc u8", shmem_stream),
+];
+fn with_video_peers(mut own: Vec<(&'static str, Contender)>) -> Vec<(&'static str, Contender)> {
+    own.extend(VIDEO_PEERS);
+    own
+}
+const VIDEO_GOALS: &[(&str, &str, f64)] = &[
+    ("floor memcpy", "≥", 0.8),
+    ("UnixStream", "≥", 2.0),
+    ("pipe", "≥", 2.0),
+    ("shmem-ipc u8", "≥", 1.0),
+];
+
 const KFRAMES: Metric = ("kframes/s", |c, r| c.n as f64 / r.secs / 1e3);
 
 /// The frame cases: the video case of BENCHMARKS.md through the frame
@@ -1644,7 +1663,7 @@ fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
             name: "frames_layer_video",
             cfg: frames(FRAME_WORDS, q(60, 300)),
             metrics: &[GBPS],
-            contenders: vec![
+            contenders: with_video_peers(vec![
                 ("fdring", |c| {
                     let ring = FrameSender::capacity_for(FRAME_RING, FRAME_WORDS * 8, FRAME_ALIGN);
                     fdring_frames(c, ring)
@@ -1652,17 +1671,8 @@ fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
                 ("fdring items", |c| {
                     fdring_stream(c, FRAME_RING, "fdring-frames", |t: Sender<Frame>| t)
                 }),
-                ("floor memcpy", floor_memcpy),
-                ("UnixStream", |c| io_stream(c, unix()?)),
-                ("pipe", |c| io_stream(c, pipe()?)),
-                ("shmem-ipc u8", shmem_stream),
-            ],
-            goals: &[
-                ("floor memcpy", "≥", 0.8),
-                ("UnixStream", "≥", 2.0),
-                ("pipe", "≥", 2.0),
-                ("shmem-ipc u8", "≥", 1.0),
-            ],
+            ]),
+            goals: VIDEO_GOALS,
         },
         sized(
             "frames_1k",
@@ -1835,7 +1845,7 @@ fn cases(quick: bool) -> Vec<Case> {
                 ..base
             },
             metrics: &[GBPS],
-            contenders: vec![
+            contenders: with_video_peers(vec![
                 ("fdring", |c| {
                     fdring_stream(c, FRAME_RING, "fdring-frames", |t: Sender<Frame>| t)
                 }),
@@ -1847,17 +1857,8 @@ fn cases(quick: bool) -> Vec<Case> {
                         |t: Sender<Frame>| t,
                     )
                 }),
-                ("floor memcpy", floor_memcpy),
-                ("UnixStream", |c| io_stream(c, unix()?)),
-                ("pipe", |c| io_stream(c, pipe()?)),
-                ("shmem-ipc u8", shmem_stream),
-            ],
-            goals: &[
-                ("floor memcpy", "≥", 0.8),
-                ("UnixStream", "≥", 2.0),
-                ("pipe", "≥", 2.0),
-                ("shmem-ipc u8", "≥", 1.0),
-            ],
+            ]),
+            goals: VIDEO_GOALS,
         },
         Case {
             name: "wakeups",
