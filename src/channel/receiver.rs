@@ -1,0 +1,377 @@
+//! [`Receiver`]: the receiving end, its closure, item and slice calls,
+//! and `io::Read` for bytes.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use super::end::{End, Wait, ALL, FOREVER};
+#[cfg(doc)]
+use super::{channel, Sender};
+use super::{Builder, Fds, Stats};
+use crate::error::Error;
+use crate::ring::Read;
+use crate::signal::Liveness;
+
+/// The receiving end of a ring. Created by [`channel`], [`Builder::build`]
+/// or [`Builder::open_receiver`].
+///
+/// ```
+/// let (mut tx, mut rx) = fdring::channel::<[f32; 2]>(512)?;
+/// tx.send([0.5, -0.5])?;
+/// assert_eq!(rx.recv()?, [0.5, -0.5]);
+/// drop(tx);
+/// assert_eq!(rx.recv(), Err(fdring::Error::Disconnected));
+/// # Ok::<(), fdring::Error>(())
+/// ```
+pub struct Receiver<T: Pod> {
+    pub(super) end: End<Read>,
+    pub(super) _item: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> Receiver<T> {
+    /// Opens a receiving end from fds received from elsewhere, accepting any
+    /// type tag; see [`Builder::open_sender`] for the checks and errors.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u16>(64)?;
+    /// let rx = fdring::Receiver::<u16>::from_fds(rx.into_fds()?)?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn from_fds(fds: Fds) -> Result<Receiver<T>, Error> {
+        Builder::new().open_receiver(fds)
+    }
+
+    /// Gives up this end as fds; see [`Sender::into_fds`].
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the fds cannot be duplicated (out of fds).
+    pub fn into_fds(self) -> Result<Fds, Error> {
+        self.end.into_fds()
+    }
+
+    /// Watches the peer's process; see [`Sender::watch_peer`].
+    pub fn watch_peer(&mut self, liveness: Liveness) {
+        self.end.peer = Some(liveness);
+    }
+
+    /// The watched liveness, if any; see [`Sender::peer_liveness`].
+    pub fn peer_liveness(&self) -> Option<&Liveness> {
+        self.end.peer.as_ref()
+    }
+
+    /// Prepares to wait on this end's fd in your own event loop, after a
+    /// `try_` call returned `Empty`: `Ok(true)` means the fd will become
+    /// readable when the sender publishes, closes or breaks the protocol;
+    /// `Ok(false)` means retry now. See [`Sender::prepare_wait`].
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the wake-up socket cannot be drained.
+    ///
+    /// ```
+    /// use rustix::event::{poll, PollFd, PollFlags};
+    ///
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// std::thread::spawn(move || tx.send_slice(&[1, 2, 3]));
+    /// let mut sum = 0;
+    /// loop {
+    ///     match rx.try_recv() {
+    ///         Ok(item) => sum += item,
+    ///         Err(fdring::Error::Empty) => {
+    ///             if rx.prepare_wait()? {
+    ///                 poll(&mut [PollFd::new(&rx, PollFlags::IN)], None).unwrap();
+    ///             }
+    ///         }
+    ///         Err(fdring::Error::Disconnected) => break,
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// assert_eq!(sum, 6);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait(&mut self) -> Result<bool, Error> {
+        self.end.prepare_wait(1)
+    }
+
+    /// The capacity of the ring in items.
+    pub fn capacity(&self) -> usize {
+        self.end.half.capacity() as usize
+    }
+
+    /// Items ready to be received. A snapshot: the sender may add items at
+    /// any moment, so the true value is this or more.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupted` if the sender's index is invalid.
+    pub fn len(&mut self) -> Result<usize, Error> {
+        Ok(self.end.half.len()? as usize)
+    }
+
+    /// Whether no item is ready (a snapshot; the sender may add one at any
+    /// moment).
+    ///
+    /// # Errors
+    ///
+    /// As for [`len`](Self::len).
+    pub fn is_empty(&mut self) -> Result<bool, Error> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Whether the ring is full (a snapshot; it can only become less so
+    /// through this end).
+    ///
+    /// # Errors
+    ///
+    /// As for [`len`](Self::len).
+    pub fn is_full(&mut self) -> Result<bool, Error> {
+        Ok(self.len()? == self.capacity())
+    }
+
+    /// This end's counters.
+    pub fn stats(&self) -> Stats {
+        self.end.stats
+    }
+
+    /// Lends every ready item in the ring, as one contiguous slice
+    /// (across the wrap too), to `consume`, which returns how many of the
+    /// first items it consumed; those are then released to the sender.
+    /// Returns that count. Does not wait.
+    ///
+    /// If the sender misbehaves, it may write into the slice while
+    /// `consume` reads it; `T: Pod` keeps every value valid, but a hostile
+    /// peer can make it change under you. Copy out what you must check.
+    ///
+    /// # Errors
+    ///
+    /// `Empty` if no item is ready (`consume` is not called),
+    /// `Disconnected` if none is ready and the sender is gone, `Corrupted`
+    /// if it broke the protocol.
+    ///
+    /// # Panics
+    ///
+    /// If `consume` returns more than the length of the slice it was given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u32>(1024)?;
+    /// tx.send_slice(&[1, 2, 3, 4])?;
+    /// let mut sum = 0;
+    /// rx.try_recv_with(|items: &[u32]| {
+    ///     sum = items.iter().sum();
+    ///     items.len()
+    /// })?;
+    /// assert_eq!(sum, 10);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_recv_with<F>(&mut self, consume: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&[T]) -> usize,
+    {
+        self.recv_in(ALL, Wait::Never, consume)
+    }
+
+    /// Like [`try_recv_with`](Self::try_recv_with), but waits until at
+    /// least one item is ready.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` once every item was received and the sender is gone
+    /// (dropped, or its process died: its wake-up socket hung up, or a
+    /// watched liveness fired), `Corrupted`, or `Io` if waiting failed.
+    ///
+    /// # Panics
+    ///
+    /// If `consume` returns more than the length of the slice it was given.
+    pub fn recv_with<F>(&mut self, consume: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&[T]) -> usize,
+    {
+        self.recv_in(ALL, FOREVER, consume)
+    }
+
+    /// Like [`recv_with`](Self::recv_with), but gives up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` if no item arrived in time, and as for `recv_with`.
+    ///
+    /// # Panics
+    ///
+    /// If `consume` returns more than the length of the slice it was given.
+    pub fn recv_with_timeout<F>(&mut self, timeout: Duration, consume: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&[T]) -> usize,
+    {
+        self.recv_in(ALL, Wait::timeout(timeout), consume)
+    }
+
+    /// Like the closure calls, but reloads the sender's index only if
+    /// fewer than `want` items are known to be ready.
+    pub(crate) fn recv_with_want<F>(
+        &mut self,
+        want: usize,
+        wait: Wait,
+        consume: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnOnce(&[T]) -> usize,
+    {
+        self.recv_in(want, wait, consume)
+    }
+
+    /// Lends at least one ready item (waiting as `wait` says) to
+    /// `consume`, then releases what it consumed. `want` is how many it
+    /// could use.
+    #[inline(always)]
+    fn recv_in<F>(&mut self, want: usize, wait: Wait, consume: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&[T]) -> usize,
+    {
+        let slots = self.end.slots(want, wait)?;
+        let ptr = self.end.slot_ptr(slots).cast::<T>();
+        // SAFETY: `slots` are published items: the producer wrote them before
+        // its Release store of the write index, which `Half::slots` loaded
+        // with Acquire, and will not touch them until they are released.
+        // They are contiguous in the mirrored mapping, inside it, and aligned
+        // for `T` (see `Sender::fill`). `T: Pod` makes any bytes, even ones a
+        // misbehaving peer writes concurrently, a valid `T`.
+        let items = unsafe { std::slice::from_raw_parts(ptr, slots.len) };
+        let consumed = consume(items);
+        assert!(
+            consumed <= slots.len,
+            "the closure said it consumed {consumed} of {} items",
+            slots.len
+        );
+        self.end.commit(consumed);
+        Ok(consumed)
+    }
+
+    /// Receives one item if one is ready. Does not wait.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`, `Disconnected` or `Corrupted`, as for
+    /// [`try_recv_with`](Self::try_recv_with).
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<i16>(64)?;
+    /// assert_eq!(rx.try_recv(), Err(fdring::Error::Empty));
+    /// tx.send(-3)?;
+    /// assert_eq!(rx.try_recv(), Ok(-3));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_recv(&mut self) -> Result<T, Error> {
+        let mut item = T::zeroed();
+        self.recv_in(1, Wait::Never, |items| read_first(items, &mut item))?;
+        Ok(item)
+    }
+
+    /// Receives one item, waiting for one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_with`](Self::recv_with).
+    pub fn recv(&mut self) -> Result<T, Error> {
+        let mut item = T::zeroed();
+        self.recv_in(1, FOREVER, |items| read_first(items, &mut item))?;
+        Ok(item)
+    }
+
+    /// Receives one item, waiting at most `timeout` for one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_with_timeout`](Self::recv_with_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, mut rx) = fdring::channel::<u8>(64)?;
+    /// let waited = rx.recv_timeout(Duration::from_millis(10));
+    /// assert_eq!(waited, Err(fdring::Error::Timeout));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
+        let mut item = T::zeroed();
+        self.recv_in(1, Wait::timeout(timeout), |items| {
+            read_first(items, &mut item)
+        })?;
+        Ok(item)
+    }
+
+    /// Receives as many items as are ready, up to `buf.len()`, and returns
+    /// how many. Does not wait.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_recv_with`](Self::try_recv_with). An empty `buf`
+    /// returns `Ok(0)`.
+    pub fn try_recv_slice(&mut self, buf: &mut [T]) -> Result<usize, Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.recv_in(buf.len(), Wait::Never, |items| copy_from(items, buf))
+    }
+
+    /// Receives at least one item, waiting for it, and as many more as are
+    /// ready, up to `buf.len()`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_with`](Self::recv_with). An empty `buf` returns
+    /// `Ok(0)`.
+    pub fn recv_slice(&mut self, buf: &mut [T]) -> Result<usize, Error> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.recv_in(buf.len(), FOREVER, |items| copy_from(items, buf))
+    }
+}
+
+fn read_first<T: Pod>(items: &[T], out: &mut T) -> usize {
+    *out = items[0];
+    1
+}
+
+fn copy_from<T: Pod>(items: &[T], buf: &mut [T]) -> usize {
+    let n = items.len().min(buf.len());
+    buf[..n].copy_from_slice(&items[..n]);
+    n
+}
+
+impl<T: Pod> AsFd for Receiver<T> {
+    /// The wake-up socket: after
+    /// [`prepare_wait`](Receiver::prepare_wait) returned `true`, it becomes
+    /// readable when the sender publishes or closes, and hangs up when the
+    /// sender's process is gone. It is the same fd for the whole life of
+    /// the end.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.end.wake.as_fd()
+    }
+}
+
+impl<T: Pod> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").field("end", &self.end).finish()
+    }
+}
+
+impl io::Read for Receiver<u8> {
+    /// Reads the bytes that are ready, up to `buf.len()`, waiting until at
+    /// least one is. Returns `Ok(0)` (end of file) once the sender is gone
+    /// and every byte was read.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.recv_slice(buf) {
+            Err(Error::Disconnected) => Ok(0),
+            other => Ok(other?),
+        }
+    }
+}

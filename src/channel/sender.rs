@@ -1,0 +1,441 @@
+//! [`Sender`]: the sending end, its closure, item and slice calls, and
+//! `io::Write` for bytes.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+#[cfg(doc)]
+use super::channel;
+use super::end::{End, Wait, ALL, FOREVER};
+use super::{Builder, Fds, Stats};
+use crate::error::Error;
+use crate::ring::Write;
+use crate::signal::Liveness;
+
+/// The sending end of a ring. Created by [`channel`], [`Builder::build`] or
+/// [`Builder::open_sender`].
+///
+/// Every operation takes `&mut self`: there is one producer. The end can be
+/// moved to another thread, or handed to another process with
+/// [`into_fds`](Self::into_fds).
+///
+/// ```
+/// let (mut tx, mut rx) = fdring::channel::<u32>(1024)?;
+/// std::thread::spawn(move || {
+///     for i in 0..10_000 {
+///         tx.send(i).unwrap();
+///     }
+/// });
+/// for i in 0..10_000 {
+///     assert_eq!(rx.recv()?, i);
+/// }
+/// # Ok::<(), fdring::Error>(())
+/// ```
+pub struct Sender<T: Pod> {
+    pub(super) end: End<Write>,
+    pub(super) _item: PhantomData<fn(T)>,
+}
+
+impl<T: Pod> Sender<T> {
+    /// Opens a sending end from fds received from elsewhere, accepting any
+    /// type tag; see [`Builder::open_sender`] for the checks and errors.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u16>(64)?;
+    /// let mut tx = fdring::Sender::<u16>::from_fds(tx.into_fds()?)?;
+    /// tx.send(5)?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn from_fds(fds: Fds) -> Result<Sender<T>, Error> {
+        Builder::new().open_sender(fds)
+    }
+
+    /// Gives up this end as fds, to be opened again elsewhere (usually in
+    /// another process, through [`crate::handoff`]). The ring is not
+    /// marked closed; the peer's liveness, if watched, is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the fds cannot be duplicated (out of fds).
+    pub fn into_fds(self) -> Result<Fds, Error> {
+        self.end.into_fds()
+    }
+
+    /// Watches the peer's process as well as the wake-up socket, so that
+    /// blocking calls return `Disconnected` when it dies without closing
+    /// its end even if a copy of its socket end lives on elsewhere (see
+    /// [`Liveness`]).
+    pub fn watch_peer(&mut self, liveness: Liveness) {
+        self.end.peer = Some(liveness);
+    }
+
+    /// The liveness watched by [`watch_peer`](Self::watch_peer), if any:
+    /// register its fd in an event loop next to this end's to learn of the
+    /// peer's death.
+    pub fn peer_liveness(&self) -> Option<&Liveness> {
+        self.end.peer.as_ref()
+    }
+
+    /// Prepares to wait on this end's fd ([`AsFd`]) in your own event loop,
+    /// after a `try_` call returned `Full`.
+    ///
+    /// Returns `Ok(true)` if you may wait now: the fd will become readable
+    /// when the receiver frees space, closes, breaks the protocol or dies.
+    /// Returns `Ok(false)` if that already happened: retry instead of
+    /// waiting. This is the contract of a non-blocking socket. Busy-polling
+    /// loops should not call it: it makes the receiver's next release send
+    /// a wake-up (one system call).
+    ///
+    /// If this end watches its peer, register
+    /// [`peer_liveness`](Self::peer_liveness) too: when it becomes ready,
+    /// the next `prepare_wait` returns `Ok(false)` and the retry
+    /// `Disconnected`. (The `try_` calls make no system call, so on their
+    /// own they learn of a peer's death only once a blocking call or
+    /// `prepare_wait` has.)
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the wake-up socket cannot be drained.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// use rustix::event::{poll, PollFd, PollFlags};
+    ///
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// let consumer = std::thread::spawn(move || {
+    ///     while rx.recv().is_ok() {}
+    /// });
+    /// let mut next = 0;
+    /// while next < 100_000 {
+    ///     match tx.try_send(next) {
+    ///         Ok(()) => next += 1,
+    ///         Err(fdring::Error::Full) => {
+    ///             if tx.prepare_wait()? {
+    ///                 let mut fds = [PollFd::new(&tx, PollFlags::IN)];
+    ///                 poll(&mut fds, None).unwrap();
+    ///             }
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// drop(tx);
+    /// consumer.join().unwrap();
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait(&mut self) -> Result<bool, Error> {
+        self.end.prepare_wait(1)
+    }
+
+    /// The capacity of the ring in items (the requested capacity rounded
+    /// up to whole pages).
+    pub fn capacity(&self) -> usize {
+        self.end.half.capacity() as usize
+    }
+
+    /// Items sent and not yet received. A snapshot: the receiver may take
+    /// items at any moment, so the true value is this or less.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupted` if the receiver's index is invalid.
+    pub fn len(&mut self) -> Result<usize, Error> {
+        Ok(self.end.half.len()? as usize)
+    }
+
+    /// Whether no item is waiting for the receiver (a snapshot; it can
+    /// only become more true).
+    ///
+    /// # Errors
+    ///
+    /// As for [`len`](Self::len).
+    pub fn is_empty(&mut self) -> Result<bool, Error> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Whether the ring is full (a snapshot; the receiver may free space at
+    /// any moment).
+    ///
+    /// # Errors
+    ///
+    /// As for [`len`](Self::len).
+    pub fn is_full(&mut self) -> Result<bool, Error> {
+        Ok(self.len()? == self.capacity())
+    }
+
+    /// This end's counters.
+    pub fn stats(&self) -> Stats {
+        self.end.stats
+    }
+
+    /// Lends every free slot of the ring, as one contiguous slice
+    /// (across the wrap too), to `fill`, which writes the first `n` slots and
+    /// returns `n`; those `n` items are then published, in order. Returns
+    /// `n`. Does not wait.
+    ///
+    /// The slice is not zeroed: it holds whatever was there (old items, or
+    /// bytes a misbehaving peer wrote), hence `MaybeUninit`.
+    ///
+    /// For throughput between two busy sides, fill a part of the ring per
+    /// call (say an eighth), not all of it: the receiver can then work on
+    /// one part while this end fills the next, instead of the two taking
+    /// turns.
+    ///
+    /// # Errors
+    ///
+    /// `Full` if there is no free slot (`fill` is not called),
+    /// `Disconnected` if the receiver is gone, `Corrupted` if it broke the
+    /// protocol.
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than the length of the slice it was given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::mem::MaybeUninit;
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// let sent = tx.try_send_with(|slots: &mut [MaybeUninit<u64>]| {
+    ///     for (i, slot) in slots.iter_mut().take(100).enumerate() {
+    ///         slot.write(i as u64);
+    ///     }
+    ///     100
+    /// })?;
+    /// assert_eq!(sent, 100);
+    /// assert_eq!(rx.try_recv_with(|items: &[u64]| items.len())?, 100);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_send_with<F>(&mut self, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
+    {
+        self.send_in(ALL, Wait::Never, fill)
+    }
+
+    /// Like [`try_send_with`](Self::try_send_with), but waits until there
+    /// is at least one free slot.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected` if the receiver is gone (dropped, or its process
+    /// died: its wake-up socket hung up, or a watched liveness fired),
+    /// `Corrupted`, or `Io` if waiting failed. A timeout, however short,
+    /// looks at the wake-up socket once before it reports `Timeout`.
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than the length of the slice it was given.
+    pub fn send_with<F>(&mut self, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
+    {
+        self.send_in(ALL, FOREVER, fill)
+    }
+
+    /// Like [`send_with`](Self::send_with), but gives up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` if no slot became free in time, and as for `send_with`.
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than the length of the slice it was given.
+    pub fn send_with_timeout<F>(&mut self, timeout: Duration, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
+    {
+        self.send_in(ALL, Wait::timeout(timeout), fill)
+    }
+
+    /// [`prepare_wait`](Self::prepare_wait) for a caller that needs `min`
+    /// free slots at once: fewer count as full (the frame layer's "room
+    /// for this frame"). `min` must not exceed the capacity.
+    pub(crate) fn prepare_wait_min(&mut self, min: usize) -> Result<bool, Error> {
+        self.end.prepare_wait(min)
+    }
+
+    /// Lends at least `min` free slots, waiting as `wait` says: fewer than
+    /// `min` count as full, and a blocking call sleeps until the receiver
+    /// frees enough (the frame layer's "room for this frame"). `min` must
+    /// not exceed the capacity, or it waits forever.
+    pub(crate) fn send_with_min<F>(
+        &mut self,
+        min: usize,
+        wait: Wait,
+        fill: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
+    {
+        let slots = self.end.slots_min(min, min, wait)?;
+        let ptr = self.end.slot_ptr(slots).cast::<MaybeUninit<T>>();
+        // SAFETY: as in `send_in`.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, slots.len) };
+        let written = fill(buf);
+        assert!(written <= slots.len);
+        self.end.commit(written);
+        Ok(written)
+    }
+
+    /// Lends at least one free slot (waiting as `wait` says) to `fill`,
+    /// then publishes what it wrote. `want` is how many it could use.
+    #[inline(always)]
+    fn send_in<F>(&mut self, want: usize, wait: Wait, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
+    {
+        let slots = self.end.slots(want, wait)?;
+        let ptr = self.end.slot_ptr(slots).cast::<MaybeUninit<T>>();
+        // SAFETY: `slots` are free slots: the consumer has released them and
+        // will not read them until they are published, so this end may write
+        // them. They are contiguous in the mirrored mapping, inside it, and
+        // aligned for `T` (page-aligned data, item size a multiple of the
+        // alignment, both checked against `T` when opening). A misbehaving
+        // peer could write into them concurrently; `MaybeUninit<T>` makes no
+        // claim about their contents, and `T: Pod` any bytes valid.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, slots.len) };
+        let written = fill(buf);
+        assert!(
+            written <= slots.len,
+            "the closure said it wrote {written} items into {} slots",
+            slots.len
+        );
+        self.end.commit(written);
+        Ok(written)
+    }
+
+    /// Sends one item if there is room. Does not wait.
+    ///
+    /// # Errors
+    ///
+    /// `Full`, `Disconnected` or `Corrupted`, as for
+    /// [`try_send_with`](Self::try_send_with).
+    ///
+    /// ```
+    /// let (mut tx, _rx) = fdring::channel::<u64>(1)?;
+    /// for _ in 0..tx.capacity() {
+    ///     tx.try_send(1)?;
+    /// }
+    /// assert_eq!(tx.try_send(1), Err(fdring::Error::Full));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_send(&mut self, item: T) -> Result<(), Error> {
+        self.send_in(1, Wait::Never, |slots| write_first(slots, item))
+            .map(drop)
+    }
+
+    /// Sends one item, waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_with`](Self::send_with).
+    pub fn send(&mut self, item: T) -> Result<(), Error> {
+        self.send_in(1, FOREVER, |slots| write_first(slots, item))
+            .map(drop)
+    }
+
+    /// Sends one item, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_with_timeout`](Self::send_with_timeout).
+    pub fn send_timeout(&mut self, item: T, timeout: Duration) -> Result<(), Error> {
+        self.send_in(1, Wait::timeout(timeout), |slots| write_first(slots, item))
+            .map(drop)
+    }
+
+    /// Sends as many of `items` as there is room for, in order, and returns
+    /// how many. Does not wait.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_send_with`](Self::try_send_with); `Full` only if no item
+    /// could be sent. An empty `items` returns `Ok(0)`.
+    pub fn try_send_slice(&mut self, items: &[T]) -> Result<usize, Error> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        self.send_in(items.len(), Wait::Never, |slots| copy_into(slots, items))
+    }
+
+    /// Sends all of `items`, in order, waiting for room as often as needed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_with`](Self::send_with). On error, a prefix of `items`
+    /// may have been sent.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u8>(4096)?;
+    /// tx.send_slice(b"hello")?;
+    /// let mut buf = [0u8; 16];
+    /// let n = rx.recv_slice(&mut buf)?;
+    /// assert_eq!(&buf[..n], b"hello");
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_slice(&mut self, mut items: &[T]) -> Result<(), Error> {
+        while !items.is_empty() {
+            let sent = self.send_in(items.len(), FOREVER, |slots| copy_into(slots, items))?;
+            items = &items[sent..];
+        }
+        Ok(())
+    }
+}
+
+fn write_first<T: Pod>(slots: &mut [MaybeUninit<T>], item: T) -> usize {
+    slots[0].write(item);
+    1
+}
+
+fn copy_into<T: Pod>(slots: &mut [MaybeUninit<T>], items: &[T]) -> usize {
+    let n = slots.len().min(items.len());
+    for (slot, item) in slots[..n].iter_mut().zip(items) {
+        slot.write(*item);
+    }
+    n
+}
+
+impl<T: Pod> AsFd for Sender<T> {
+    /// The wake-up socket: after [`prepare_wait`](Sender::prepare_wait)
+    /// returned `true`, it becomes readable when the receiver frees space
+    /// or closes, and hangs up when the receiver's process is gone. It is
+    /// the same fd for the whole life of the end.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.end.wake.as_fd()
+    }
+}
+
+impl<T: Pod> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("end", &self.end).finish()
+    }
+}
+
+impl io::Write for Sender<u8> {
+    /// Writes as many bytes as there is room for, waiting until there is
+    /// room for at least one.
+    ///
+    /// A receiver that is gone is `BrokenPipe`, as with a pipe.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.send_in(buf.len(), FOREVER, |slots| copy_into(slots, buf))?)
+    }
+
+    /// Bytes are visible to the receiver as soon as `write` returns, so
+    /// there is nothing to flush.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
