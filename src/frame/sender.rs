@@ -1,0 +1,746 @@
+//! The sending end of the frame layer: [`FrameSender`], the frame space
+//! it lends ([`FrameMut`]), and the writing of a record (header, padding,
+//! payload) into the free bytes of the ring.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Duration;
+
+use super::record::{
+    check_align, misaligned, record_room, round_up, too_large, HEADER, MARKER, MAX_ALIGN,
+    MIN_ALIGN, RECORD_ALIGN,
+};
+use super::FrameStats;
+use crate::channel::{Fds, Sender, Wait};
+use crate::error::Error;
+use crate::Liveness;
+// Named in the documentation only.
+#[cfg(doc)]
+use super::{Frame, FrameReceiver};
+#[cfg(doc)]
+use std::io;
+
+/// The space of one frame in the ring, lent to the closure of
+/// [`FrameSender::send_frame_with`] and friends: exactly the number of
+/// bytes asked for, aligned as the sender's [`align`](FrameSender::align),
+/// and a tag to send with it.
+///
+/// It dereferences to `[u8]`; view it as other plain data with bytemuck,
+/// without copying:
+///
+/// ```
+/// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+/// let mut tx = fdring::FrameSender::new(tx);
+/// tx.send_frame_with(16, |frame| {
+///     let samples: &mut [f32] = bytemuck::cast_slice_mut(frame.bytes_mut());
+///     samples.fill(0.5);
+///     frame.set_tag(48_000);
+///     frame.len()
+/// })?;
+/// # Ok::<(), fdring::Error>(())
+/// ```
+///
+/// The bytes are not zeroed: they hold whatever the ring held there before
+/// (old frames, or what a misbehaving peer wrote). Write every byte you
+/// commit.
+pub struct FrameMut<'a> {
+    bytes: &'a mut [u8],
+    tag: u64,
+}
+
+impl FrameMut<'_> {
+    /// The frame's bytes.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame_with(4, |frame| {
+    ///     frame.bytes_mut().copy_from_slice(b"RGBA");
+    ///     4
+    /// })?;
+    /// assert_eq!(rx.recv_frame_with(|frame| frame.to_vec())?, b"RGBA");
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        self.bytes
+    }
+
+    /// The tag the frame will be committed with; 0 unless set.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.send_frame_with(0, |frame| {
+    ///     assert_eq!(frame.tag(), 0);
+    ///     0
+    /// })?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// Sets the tag sent with the frame (a timestamp, a format id, a frame
+    /// number: the receiver gets it as [`Frame::tag`]). It is read when the
+    /// closure returns, so a timestamp taken last is the commit time.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let start = std::time::Instant::now();
+    /// tx.send_frame_with(1024, |frame| {
+    ///     frame.fill(0);
+    ///     frame.set_tag(start.elapsed().as_nanos() as u64); // the commit time
+    ///     frame.len()
+    /// })?;
+    /// let sent_at = rx.recv_frame_with(|frame| frame.tag())?;
+    /// assert!(sent_at <= start.elapsed().as_nanos() as u64);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+    }
+}
+
+impl Deref for FrameMut<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl DerefMut for FrameMut<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for FrameMut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameMut")
+            .field("len", &self.bytes.len())
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one attempt to write a frame into the free bytes came to.
+enum Attempt {
+    /// The free bytes were too few; nothing was written.
+    NoRoom,
+    /// The frame was committed with this many payload bytes.
+    Sent(usize),
+    /// The free bytes did not start at a multiple of 8: the ring was
+    /// written outside of frames.
+    Misaligned,
+}
+
+/// The sending end of a ring of frames: a [`Sender<u8>`] that sends
+/// variable-length frames, each written in place as one contiguous,
+/// aligned `&mut [u8]`.
+///
+/// ```
+/// let (tx, rx) = fdring::channel::<u8>(64 * 1024)?;
+/// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+/// // Ask for up to 100 bytes, write 5 of them in place, commit those 5.
+/// tx.send_frame_with(100, |frame| {
+///     frame[..5].copy_from_slice(b"hello");
+///     frame.set_tag(1);
+///     5
+/// })?;
+/// rx.recv_frame_with(|frame| {
+///     assert_eq!((frame.tag(), frame.bytes()), (1, &b"hello"[..]));
+/// })?;
+/// # Ok::<(), fdring::Error>(())
+/// ```
+///
+/// The `Sender<u8>` is owned for good: bytes written into a frame ring
+/// outside of frames would break the records, so a `FrameSender` is not
+/// `io::Write` and does not give its sender back.
+///
+/// ```compile_fail
+/// use std::io::Write;
+/// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+/// let mut tx = fdring::FrameSender::new(tx);
+/// tx.write_all(b"raw bytes")?; // error: FrameSender is not io::Write
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A peer that does write raw bytes into the stream makes the receiver
+/// return `Corrupted` (see [`FrameReceiver`]).
+pub struct FrameSender {
+    tx: Sender<u8>,
+    align: usize,
+    max_frame_len: usize,
+    stats: FrameStats,
+}
+
+impl FrameSender {
+    /// The size of a frame header in bytes: a frame of `n` bytes takes
+    /// `HEADER_BYTES + n` bytes of the ring, and up to `align - 8` bytes of
+    /// padding before and 7 after the payload.
+    ///
+    /// ```
+    /// assert_eq!(fdring::FrameSender::HEADER_BYTES, 24);
+    /// ```
+    pub const HEADER_BYTES: usize = HEADER;
+    /// The largest payload alignment, a cache line.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let tx = fdring::FrameSender::with_align(tx, fdring::FrameSender::MAX_ALIGN);
+    /// assert_eq!(tx.align(), 64);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub const MAX_ALIGN: usize = MAX_ALIGN;
+
+    /// A frame sender over `tx`, with payloads aligned to 8 bytes.
+    ///
+    /// `tx` should be fresh, or have sent frames only: the records start
+    /// where its stream stands.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let tx = fdring::FrameSender::new(tx);
+    /// assert_eq!(tx.align(), 8);
+    /// assert_eq!(tx.max_frame_len(), 4096 - fdring::FrameSender::HEADER_BYTES);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn new(tx: Sender<u8>) -> FrameSender {
+        FrameSender::with_align(tx, MIN_ALIGN)
+    }
+
+    /// A frame sender over `tx` whose payloads start at addresses that are
+    /// multiples of `align` (8, 16, 32 or 64), for SIMD or a cache line per
+    /// frame. A larger alignment costs up to `align - 8` bytes of padding
+    /// per frame.
+    ///
+    /// # Panics
+    ///
+    /// If `align` is not a power of two from 8 to 64.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::with_align(tx, 64);
+    /// tx.send_frame_with(256, |frame| {
+    ///     assert_eq!(frame.as_ptr() as usize % 64, 0);
+    ///     frame.len()
+    /// })?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn with_align(tx: Sender<u8>, align: usize) -> FrameSender {
+        check_align(align);
+        // The worst gap is `align - 8` (a header ends on a multiple of 8).
+        // The capacity is a multiple of the page size, far above this.
+        let max_frame_len = tx.capacity().saturating_sub(HEADER + align - RECORD_ALIGN);
+        FrameSender {
+            tx,
+            align,
+            max_frame_len,
+            stats: FrameStats::default(),
+        }
+    }
+
+    /// The ring capacity, in bytes, that holds `frames` frames of
+    /// `frame_len` bytes each at once, whatever their alignment padding:
+    /// what to give [`channel`](crate::channel) or
+    /// [`Builder::capacity`](crate::Builder::capacity).
+    ///
+    /// ```
+    /// // A ring for four 1920x1080 RGBA frames, 64-byte aligned.
+    /// let capacity = fdring::FrameSender::capacity_for(4, 1920 * 1080 * 4, 64);
+    /// assert_eq!(capacity, 4 * (24 + 56 + 8_294_400));
+    /// ```
+    pub fn capacity_for(frames: usize, frame_len: usize, align: usize) -> usize {
+        frames * (HEADER + align - RECORD_ALIGN + round_up(frame_len, RECORD_ALIGN))
+    }
+
+    /// The payload alignment in bytes.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// assert_eq!(fdring::FrameSender::with_align(tx, 32).align(), 32);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn align(&self) -> usize {
+        self.align
+    }
+
+    /// The ring's capacity in bytes.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(5000)?;
+    /// // Rounded up to whole pages.
+    /// assert_eq!(fdring::FrameSender::new(tx).capacity(), 8192);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
+    /// The largest frame this sender can send: the capacity less a header
+    /// and the largest alignment padding (`align - 8`). It fits into the
+    /// ring whenever the ring is empty; a larger frame never would, and is
+    /// refused at once.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::with_align(tx, 64);
+    /// assert_eq!(tx.max_frame_len(), 4096 - 24 - 56);
+    /// assert!(tx.send_frame(0, &[0; 4096]).is_err()); // never fits: refused, no wait
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// This end's counters.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.send_frame(0, &[0; 100])?;
+    /// assert_eq!((tx.stats().frames, tx.stats().bytes), (1, 100));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn stats(&self) -> FrameStats {
+        FrameStats {
+            ring: self.tx.stats(),
+            ..self.stats
+        }
+    }
+
+    /// Watches the receiver's process; see [`Sender::watch_peer`].
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// // For instance the socket the fds were handed over on: its hang-up
+    /// // counts as the receiver's death.
+    /// tx.watch_peer(fdring::Liveness::socket(ours));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn watch_peer(&mut self, liveness: Liveness) {
+        self.tx.watch_peer(liveness);
+    }
+
+    /// Prepares to wait on this end's fd ([`AsFd`]) in your own event loop
+    /// until there is room for a frame of `len` bytes, after a `try_` call
+    /// returned `Full`: the contract of [`Sender::prepare_wait`], with
+    /// "room" meaning room for that frame, not one free byte.
+    ///
+    /// Returns `Ok(true)` if you may wait now: the fd becomes readable when
+    /// the receiver frees space (look again: one release may not have been
+    /// enough), closes, breaks the protocol or dies. `Ok(false)` if there
+    /// is room already or the receiver is gone: retry instead of waiting.
+    /// Pass [`crate::poll_timeout()`] as the poller's timeout.
+    ///
+    /// # Errors
+    ///
+    /// `FrameTooLarge` if no ring position could ever hold the frame (see
+    /// [`max_frame_len`](Self::max_frame_len)); `Io` if the wake-up socket
+    /// cannot be drained.
+    ///
+    /// ```
+    /// use rustix::event::{poll, PollFd, PollFlags};
+    ///
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame(1, &[1; 3000])?; // the ring is now too full for another
+    /// let reader = std::thread::spawn(move || {
+    ///     let len = rx.recv_frame_with(|f| f.len());
+    ///     (len, rx) // dropped only after the join: the sender sees no close
+    /// });
+    /// loop {
+    ///     match tx.try_send_frame(2, &[2; 3000]) {
+    ///         Ok(()) => break,
+    ///         Err(fdring::Error::Full) => {
+    ///             if tx.prepare_wait(3000)? {
+    ///                 poll(&mut [PollFd::new(&tx, PollFlags::IN)], None).unwrap();
+    ///             }
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// let (len, _rx) = reader.join().unwrap();
+    /// assert_eq!(len?, 3000);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait(&mut self, len: usize) -> Result<bool, Error> {
+        if len > self.max_frame_len {
+            return Err(too_large(len, self.max_frame_len));
+        }
+        self.tx.prepare_wait_min(record_room(len, self.align))
+    }
+
+    /// Gives up this end as fds, to be opened again elsewhere as a
+    /// [`Sender<u8>`] and wrapped in a `FrameSender` there; see
+    /// [`Sender::into_fds`].
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the fds cannot be duplicated (out of fds).
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let fds = fdring::FrameSender::new(tx).into_fds()?;
+    /// // ... in another process:
+    /// let mut tx = fdring::FrameSender::new(fdring::Sender::<u8>::from_fds(fds)?);
+    /// tx.send_frame(1, b"from afar")?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn into_fds(self) -> Result<Fds, Error> {
+        self.tx.into_fds()
+    }
+
+    /// Lends the space of a frame of exactly `len` bytes, in place in the
+    /// ring, to `fill`, which writes the first `n` bytes (and may set the
+    /// tag) and returns `n`; a frame of those `n` bytes is then committed,
+    /// and the bytes it did not use are free again at once. Returns `n`.
+    /// Does not wait.
+    ///
+    /// # Errors
+    ///
+    /// `Full` if there is no room for the frame now (`fill` is not
+    /// called); `Disconnected` if the receiver is gone; `Corrupted` if it
+    /// broke the protocol; `FrameTooLarge` if `len` is above
+    /// [`max_frame_len`](Self::max_frame_len) (such a frame could never
+    /// fit); `Io` with [`io::ErrorKind::InvalidInput`] if the ring was
+    /// written outside of frames (its stream does not stand on a multiple
+    /// of 8).
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than `len`.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// let len = tx.max_frame_len();
+    /// assert_eq!(tx.try_send_frame_with(len, |frame| frame.len())?, len);
+    /// // The ring is full now.
+    /// assert_eq!(tx.try_send_frame_with(0, |_| 0), Err(fdring::Error::Full));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_send_frame_with<F>(&mut self, len: usize, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameMut<'_>) -> usize,
+    {
+        self.send_in(len, Wait::Never, fill)
+    }
+
+    /// Like [`try_send_frame_with`](Self::try_send_frame_with), but waits
+    /// until there is room for the frame.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected`, `Corrupted`, `Io` as for `try_send_frame_with`
+    /// (an oversized frame is refused at once, not waited for).
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than `len`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let producer = std::thread::spawn(move || -> Result<(), fdring::Error> {
+    ///     for n in 0..100u8 {
+    ///         // 3000 bytes: room for one at a time, so this waits for the receiver.
+    ///         tx.send_frame_with(3000, |frame| {
+    ///             frame.fill(n);
+    ///             frame.len()
+    ///         })?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// for n in 0..100u8 {
+    ///     rx.recv_frame_with(|frame| assert!(frame.iter().all(|&b| b == n)))?;
+    /// }
+    /// producer.join().unwrap()?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_frame_with<F>(&mut self, len: usize, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameMut<'_>) -> usize,
+    {
+        self.send_in(len, Wait::Until(None), fill)
+    }
+
+    /// Like [`send_frame_with`](Self::send_frame_with), but gives up after
+    /// `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` if there was no room for the frame in time, and as for
+    /// `send_frame_with`.
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than `len`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.send_frame(0, &[1; 3000])?;
+    /// // Nobody receives: there is no room for a second such frame.
+    /// let waited = tx.send_frame_with_timeout(3000, Duration::from_millis(10), |f| f.len());
+    /// assert_eq!(waited, Err(fdring::Error::Timeout));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_frame_with_timeout<F>(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+        fill: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameMut<'_>) -> usize,
+    {
+        self.send_in(len, Wait::timeout(timeout), fill)
+    }
+
+    /// Sends a frame only if there is room for it now, for
+    /// latest-frame-wins: never waits. Returns `Ok(true)` if the frame was
+    /// committed (as by [`try_send_frame_with`](Self::try_send_frame_with)),
+    /// `Ok(false)` if there was no room: `fill` was not called, nothing was
+    /// written, and the frame counts as dropped in
+    /// [`stats`](Self::stats).
+    ///
+    /// A frame is dropped only while the ring holds frames the receiver has
+    /// not released (a frame of at most `max_frame_len` bytes fits into an
+    /// empty ring). What the receiver then sees is stated on
+    /// [`FrameReceiver::recv_latest_with`].
+    ///
+    /// # Errors
+    ///
+    /// As for `try_send_frame_with`, but no `Full`.
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than `len`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// for n in 0..10u64 {
+    ///     // Room for two 1500-byte frames: frames 2 to 9 are dropped.
+    ///     tx.offer_frame_with(1500, |frame| {
+    ///         frame.set_tag(n);
+    ///         frame.len()
+    ///     })?;
+    /// }
+    /// assert_eq!(tx.stats().dropped, 8);
+    /// assert_eq!(rx.recv_latest_with(|frame| frame.tag())?, 1);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn offer_frame_with<F>(&mut self, len: usize, fill: F) -> Result<bool, Error>
+    where
+        F: FnOnce(&mut FrameMut<'_>) -> usize,
+    {
+        match self.send_in(len, Wait::Never, fill) {
+            Ok(_) => Ok(true),
+            Err(Error::Full) => {
+                self.stats.dropped += 1;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a copy of `bytes` as one frame with `tag`, if there is room
+    /// now.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_send_frame_with`](Self::try_send_frame_with).
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.try_send_frame(0, &[0; 4000])?;
+    /// assert_eq!(tx.try_send_frame(0, &[0; 4000]), Err(fdring::Error::Full));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_send_frame(&mut self, tag: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.send_in(bytes.len(), Wait::Never, copy_frame(tag, bytes))
+            .map(drop)
+    }
+
+    /// Sends a copy of `bytes` as one frame with `tag`, waiting for room.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_frame_with`](Self::send_frame_with).
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame(1, b"one")?;
+    /// tx.send_frame(2, b"")?;
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.recv_frame(&mut buf)?, 1);
+    /// assert_eq!(buf, b"one");
+    /// assert_eq!(rx.recv_frame(&mut buf)?, 2);
+    /// assert!(buf.is_empty());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_frame(&mut self, tag: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.send_in(bytes.len(), Wait::Until(None), copy_frame(tag, bytes))
+            .map(drop)
+    }
+
+    /// Sends a copy of `bytes` as one frame with `tag`, waiting at most
+    /// `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_frame_with_timeout`](Self::send_frame_with_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.send_frame_timeout(0, &[0; 4000], Duration::from_millis(10))?;
+    /// let again = tx.send_frame_timeout(0, &[0; 4000], Duration::from_millis(10));
+    /// assert_eq!(again, Err(fdring::Error::Timeout));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_frame_timeout(
+        &mut self,
+        tag: u64,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.send_in(bytes.len(), Wait::timeout(timeout), copy_frame(tag, bytes))
+            .map(drop)
+    }
+
+    /// Writes a frame of `len` bytes through `fill` as soon as there is
+    /// room, waiting as `wait` says.
+    fn send_in<F>(&mut self, len: usize, wait: Wait, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameMut<'_>) -> usize,
+    {
+        if len > self.max_frame_len {
+            return Err(too_large(len, self.max_frame_len));
+        }
+        let align = self.align;
+        let mut fill = Some(fill);
+        let mut tag = 0;
+        let mut attempt = Attempt::NoRoom;
+        let write = |free: &mut [MaybeUninit<u8>]| {
+            write_frame(free, len, align, &mut fill, &mut attempt, &mut tag)
+        };
+        self.tx
+            .send_with_min(record_room(len, align), wait, write)?;
+        match attempt {
+            Attempt::Sent(committed) => {
+                self.stats.frames += 1;
+                self.stats.bytes += committed as u64;
+                Ok(committed)
+            }
+            Attempt::Misaligned => Err(misaligned()),
+            Attempt::NoRoom => Err(Error::Full),
+        }
+    }
+}
+
+/// The closure of the copying sends.
+fn copy_frame(tag: u64, bytes: &[u8]) -> impl FnOnce(&mut FrameMut<'_>) -> usize + '_ {
+    move |frame| {
+        frame.copy_from_slice(bytes);
+        frame.set_tag(tag);
+        bytes.len()
+    }
+}
+
+/// Writes a frame of `len` payload bytes into `free` (every free byte of
+/// the ring, starting at the write position) through `fill`, if it fits;
+/// returns the bytes to publish (0 if it does not fit) and says what
+/// happened in `attempt`.
+fn write_frame<F>(
+    free: &mut [MaybeUninit<u8>],
+    len: usize,
+    align: usize,
+    fill: &mut Option<F>,
+    attempt: &mut Attempt,
+    tag: &mut u64,
+) -> usize
+where
+    F: FnOnce(&mut FrameMut<'_>) -> usize,
+{
+    // The data region is page-aligned and a whole number of pages (and so
+    // is its mirror), so addresses and stream offsets agree modulo any
+    // alignment up to a page: padding computed from the address aligns
+    // the payload in memory, and the receiver, at the same offset, finds
+    // the same address modulo `align`.
+    let at = free.as_ptr() as usize;
+    if at % RECORD_ALIGN != 0 {
+        *attempt = Attempt::Misaligned;
+        return 0;
+    }
+    let payload_at = round_up(at + HEADER, align) - at;
+    if payload_at + round_up(len, RECORD_ALIGN) > free.len() {
+        return 0;
+    }
+    let Some(fill) = fill.take() else {
+        // Never reached: the closure is taken only by the attempt that
+        // commits, which ends the send.
+        return 0;
+    };
+    let payload = &mut free[payload_at..payload_at + len];
+    // SAFETY: `payload` is `len` free bytes of the ring, inside the
+    // mapping, that the channel lent this end to write (the receiver does
+    // not read them until they are published). `MaybeUninit<u8>` and `u8`
+    // have the same layout. The bytes are initialised: they are bytes of a
+    // `MAP_SHARED` mapping of a memfd, which the kernel fills with zeros
+    // where nothing was written, and which either side can only ever store
+    // bytes into; `u8` has no invalid values. A hostile receiver could
+    // store into them while `fill` writes; the values then change under
+    // `fill`, but every access stays inside the mapping and every byte is a
+    // valid `u8`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(payload.as_mut_ptr().cast::<u8>(), len) };
+    let mut frame = FrameMut { bytes, tag: 0 };
+    let committed = fill(&mut frame);
+    assert!(
+        committed <= len,
+        "the closure said it wrote {committed} bytes into a frame of {len}"
+    );
+    *tag = frame.tag;
+    let mut header = [0u8; HEADER];
+    header[0..8].copy_from_slice(&(committed as u64).to_ne_bytes());
+    header[8..16].copy_from_slice(&frame.tag.to_ne_bytes());
+    header[16..20].copy_from_slice(&((payload_at - HEADER) as u32).to_ne_bytes());
+    header[20..24].copy_from_slice(&MARKER.to_ne_bytes());
+    for (slot, byte) in free[..HEADER].iter_mut().zip(header) {
+        slot.write(byte);
+    }
+    *attempt = Attempt::Sent(committed);
+    // The padding after the payload is published too (its bytes are
+    // whatever was there), so that the next record starts on a multiple
+    // of 8.
+    round_up(payload_at + committed, RECORD_ALIGN)
+}
+
+impl fmt::Debug for FrameSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameSender")
+            .field("tx", &self.tx)
+            .field("align", &self.align)
+            .field("max_frame_len", &self.max_frame_len)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl AsFd for FrameSender {
+    /// The ring's wake-up socket; see [`FrameSender::prepare_wait`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.tx.as_fd()
+    }
+}
