@@ -16,7 +16,7 @@
 #
 # FUZZ_SANITIZER=none (default: address) runs about 1.5 times as many
 # inputs per second; FDRING_HOSTILE_KNOWN=none tolerates what older fdring
-# versions got wrong (see `Options` in tests/support/hostile.rs).
+# versions got wrong (see `Options` in tests/support/hostile/mod.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

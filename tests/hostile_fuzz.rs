@@ -1,4 +1,4 @@
-//! The hostile-peer fuzz harness (`tests/support/hostile.rs`) on stable:
+//! The hostile-peer fuzz harness (`tests/support/hostile/`) on stable:
 //! random and structured scripts through proptest, every file of the
 //! cargo-fuzz seed corpus (`fuzz/corpus/hostile_peer/`), a check that runs
 //! leak no fd and no mapping, and the behaviours the fuzzer found that
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-#[path = "support/hostile.rs"]
+#[path = "support/hostile/mod.rs"]
 mod hostile;
 
 use hostile::Options;

@@ -2,7 +2,7 @@
 //! the fds handed over (the memfd and the wake-up socket), the header
 //! written before opening, and the calls and peer actions (on the shared
 //! memory and on the wake-up sockets) that follow. The harness is
-//! `tests/support/hostile.rs`,
+//! `tests/support/hostile/`,
 //! shared with the stable test `tests/hostile_fuzz.rs`; it panics when
 //! fdring breaks its promise (docs/design.md, "Trust").
 //!
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/support/hostile.rs"]
+#[path = "../../tests/support/hostile/mod.rs"]
 mod hostile;
 
 /// Runs between two looks at this process's fd count.

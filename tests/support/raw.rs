@@ -3,7 +3,7 @@
 //! region it writes as it likes.
 //!
 //! Shared by `tests/hostile_peer.rs` and the fuzz harness
-//! `tests/support/hostile.rs` (which `fuzz/` and `tests/hostile_fuzz.rs`
+//! `tests/support/hostile/` (which `fuzz/` and `tests/hostile_fuzz.rs`
 //! include), so that the header offsets and the mapping live in one place.
 #![allow(dead_code)]
 
