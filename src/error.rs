@@ -7,7 +7,7 @@ use std::io;
 ///
 /// The ring operations return the first five variants, in the manner of
 /// `std::sync::mpsc` and `crossbeam-channel`; opening, creating and handing
-/// over a ring return the last three.
+/// over a ring return `Rejected`, `Exhausted` and `Io`.
 ///
 /// ```
 /// let (mut tx, mut rx) = fdring::channel::<u32>(16)?;
@@ -46,6 +46,22 @@ pub enum Error {
         /// The largest frame this ring can hold.
         max: u64,
     },
+    /// The payload of the next frame is not aligned as this
+    /// [`FrameReceiver`](crate::FrameReceiver) requires: the two ends were
+    /// made with different alignments (`FrameSender::with_align` and
+    /// `FrameReceiver::with_align` must agree). The frame is not released;
+    /// every later receive returns this again.
+    FrameAlign {
+        /// The receiver's alignment in bytes.
+        expected: u64,
+        /// The largest power of two (at most 64) the payload's address is a
+        /// multiple of: what the sender aligned it to.
+        found: u64,
+    },
+    /// The machine, or this end's limits, cannot give what was asked for,
+    /// or this end has used up what a ring can ever do. Nothing the peer
+    /// controls makes this end crash instead.
+    Exhausted(Exhaustion),
     /// A system call failed.
     Io {
         /// What fdring was doing.
@@ -88,6 +104,64 @@ pub enum Corruption {
         /// The bytes published from `at` on.
         ready: u64,
     },
+}
+
+/// What ran out; see [`Error::Exhausted`]. Each variant names what was
+/// asked for and what there was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exhaustion {
+    /// A new ring's memory (its memfd is filled in at creation, so the
+    /// memory is committed) is more than the machine has available: the
+    /// kernel's `MemAvailable` plus free swap, or less if this process's
+    /// cgroup sets a lower `memory.max`.
+    Memory {
+        /// Bytes the ring needs: the header page and the data region.
+        requested: u64,
+        /// Bytes available when it was checked.
+        available: u64,
+    },
+    /// Huge pages were asked for (`Builder::huge_pages`) and too few are free.
+    HugePages {
+        /// Huge pages the ring needs.
+        requested: u64,
+        /// Huge pages free (`HugePages_Free` in `/proc/meminfo`; the pool is
+        /// sized by `/proc/sys/vm/nr_hugepages`).
+        free: u64,
+    },
+    /// `mlock` was asked for (`Builder::mlock`) and refused: the mapping is
+    /// more than `RLIMIT_MEMLOCK` lets this process lock.
+    Memlock {
+        /// Bytes to lock: this end's whole mapping.
+        requested: u64,
+        /// The soft `RLIMIT_MEMLOCK`, in bytes (`u64::MAX` if unlimited).
+        limit: u64,
+    },
+    /// A heap allocation to copy a frame out of the ring failed.
+    Allocation {
+        /// Bytes asked for.
+        requested: u64,
+    },
+    /// This end's index reached the format's limit of 2^62 items
+    /// (`docs/format.md`): the stream cannot go on, make a new ring.
+    /// Nothing past the limit was published.
+    Indices {
+        /// This end's index.
+        index: u64,
+    },
+}
+
+/// One of the two ends of a ring.
+///
+/// ```
+/// assert_eq!(fdring::Role::Sender.to_string(), "sender");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The producer: [`Sender`](crate::Sender), [`FrameSender`](crate::FrameSender).
+    Sender,
+    /// The consumer: [`Receiver`](crate::Receiver), [`FrameReceiver`](crate::FrameReceiver).
+    Receiver,
 }
 
 /// Why a memfd, a header or an fd was refused when opening or creating a
@@ -201,8 +275,46 @@ pub enum Rejection {
         found: &'static str,
     },
     /// The fds received over a socket or from the environment were not a
-    /// well-formed fdring hand-off.
-    BadHandoff(&'static str),
+    /// well-formed fdring hand-off; the text says what was wrong.
+    BadHandoff(String),
+    /// The ring is larger than this end accepts (`Builder::max_capacity`):
+    /// mapping it could commit more memory than the user allowed.
+    TooLarge {
+        /// Bytes of the ring's data region.
+        bytes: u64,
+        /// The most this end accepts, in bytes.
+        max: u64,
+    },
+    /// The header's indices are not a valid ring state: `write - read` is
+    /// not in `0..=capacity`, or the write index is past 2^62.
+    BadIndices {
+        /// The write index found.
+        write: u64,
+        /// The read index found.
+        read: u64,
+        /// The ring's capacity.
+        capacity: u64,
+    },
+    /// The wake-up socket is not one of the two made for this ring: the
+    /// bundle mixes the memfd of one ring with the socket of another.
+    ForeignWakeSocket {
+        /// The socket's inode number.
+        found: u64,
+    },
+    /// The bundle is the other end's: its wake-up socket is the one the
+    /// ring made for `bundle`, and it was opened as `opened_as`.
+    WrongRole {
+        /// Whose bundle it is.
+        bundle: Role,
+        /// The end it was opened as.
+        opened_as: Role,
+    },
+    /// This end of the ring is already open (its claim word in the header
+    /// is set): a ring has one sender and one receiver.
+    AlreadyOpen {
+        /// The end that is already open.
+        role: Role,
+    },
 }
 
 impl Error {
@@ -227,6 +339,17 @@ impl PartialEq for Error {
             (Error::FrameTooLarge { len: a, max: x }, Error::FrameTooLarge { len: b, max: y }) => {
                 a == b && x == y
             }
+            (
+                Error::FrameAlign {
+                    expected: a,
+                    found: x,
+                },
+                Error::FrameAlign {
+                    expected: b,
+                    found: y,
+                },
+            ) => a == b && x == y,
+            (Error::Exhausted(a), Error::Exhausted(b)) => a == b,
             (Error::Corrupted(a), Error::Corrupted(b)) => a == b,
             (Error::Rejected(a), Error::Rejected(b)) => a == b,
             (
@@ -258,8 +381,65 @@ impl fmt::Display for Error {
                 "a frame of {len} bytes is larger than this ring can ever hold \
                  ({max} bytes at most)"
             ),
+            Error::FrameAlign { expected, found } => write!(
+                f,
+                "the sender aligned this frame's payload to {found} bytes, but this receiver \
+                 expects {expected}: make both ends with the same alignment"
+            ),
+            Error::Exhausted(e) => e.fmt(f),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
+    }
+}
+
+impl fmt::Display for Exhaustion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Exhaustion::Memory {
+                requested,
+                available,
+            } => write!(
+                f,
+                "a ring of {requested} bytes needs more memory than is available \
+                 ({available} bytes: MemAvailable plus free swap, within the cgroup's \
+                 memory.max)"
+            ),
+            Exhaustion::HugePages { requested, free } => write!(
+                f,
+                "the ring needs {requested} huge pages but {free} are free \
+                 (/proc/sys/vm/nr_hugepages sizes the pool)"
+            ),
+            Exhaustion::Memlock { requested, limit } => {
+                let limit = if limit == u64::MAX {
+                    "unlimited".to_owned()
+                } else {
+                    format!("{limit} bytes")
+                };
+                write!(
+                    f,
+                    "mlock of {requested} bytes refused: RLIMIT_MEMLOCK is {limit} \
+                     (raise it with ulimit -l or setrlimit)"
+                )
+            }
+            Exhaustion::Allocation { requested } => write!(
+                f,
+                "could not allocate {requested} bytes to copy a frame out of the ring"
+            ),
+            Exhaustion::Indices { index } => write!(
+                f,
+                "this end's index reached {index}, the format's limit of 2^62 items: \
+                 the stream cannot go on in this ring"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        })
     }
 }
 
@@ -368,6 +548,35 @@ impl fmt::Display for Rejection {
                 "the wake-up fd must be a connected Unix stream socket, but it is {found}"
             ),
             Rejection::BadHandoff(what) => write!(f, "bad hand-off: {what}"),
+            Rejection::TooLarge { bytes, max } => write!(
+                f,
+                "the ring's data region is {bytes} bytes, more than the {max} bytes this end \
+                 accepts (Builder::max_capacity)"
+            ),
+            Rejection::BadIndices {
+                write,
+                read,
+                capacity,
+            } => write!(
+                f,
+                "the header's write index {write} and read index {read} are not 0..={capacity} \
+                 items apart (or the write index is past 2^62)"
+            ),
+            Rejection::ForeignWakeSocket { found } => write!(
+                f,
+                "the wake-up socket (inode {found}) belongs to another ring: the bundle mixes \
+                 fds of two rings"
+            ),
+            Rejection::WrongRole { bundle, opened_as } => write!(
+                f,
+                "these are the {bundle}'s fds; they cannot be opened as the {opened_as}"
+            ),
+            Rejection::AlreadyOpen { role } => {
+                write!(
+                    f,
+                    "the ring's {role} is already open: a ring has one of each end"
+                )
+            }
         }
     }
 }
@@ -393,19 +602,79 @@ impl From<Corruption> for Error {
     }
 }
 
+impl From<Exhaustion> for Error {
+    fn from(exhaustion: Exhaustion) -> Error {
+        Error::Exhausted(exhaustion)
+    }
+}
+
+impl Rejection {
+    /// Whether the caller asked for something that cannot be (a capacity of
+    /// 0, an item type or tag other than the ring's), rather than the fds
+    /// or the header being bad.
+    fn is_caller_mistake(&self) -> bool {
+        matches!(
+            self,
+            Rejection::ZeroCapacity
+                | Rejection::ZeroSizedItem
+                | Rejection::BadCapacity { .. }
+                | Rejection::ItemSize { .. }
+                | Rejection::ItemAlign { .. }
+                | Rejection::TypeTag { .. }
+                | Rejection::WrongRole { .. }
+        )
+    }
+}
+
 impl From<Error> for io::Error {
     /// Maps each variant to the [`io::ErrorKind`] a socket would use:
-    /// `Disconnected` is `BrokenPipe`, `Full`/`Empty` are `WouldBlock`,
-    /// corruption and rejection are `InvalidData`.
+    /// `Disconnected` is `BrokenPipe`, `Full`/`Empty` are `WouldBlock`, a
+    /// caller's mistake (a capacity of 0, an item type or type tag that is
+    /// not the ring's, a frame too large) is `InvalidInput`, corruption and
+    /// the other rejections are `InvalidData`, running out of memory is
+    /// `OutOfMemory`. [`Error::from`] turns the result back into the same
+    /// `Error`.
+    ///
+    /// ```
+    /// let error = fdring::channel::<u64>(0).unwrap_err();
+    /// let io = std::io::Error::from(error);
+    /// assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+    /// assert!(matches!(fdring::Error::from(io), fdring::Error::Rejected(_)));
+    /// ```
     fn from(error: Error) -> io::Error {
         let kind = match &error {
             Error::Full | Error::Empty => io::ErrorKind::WouldBlock,
             Error::Timeout => io::ErrorKind::TimedOut,
             Error::Disconnected => io::ErrorKind::BrokenPipe,
-            Error::Corrupted(_) | Error::Rejected(_) => io::ErrorKind::InvalidData,
+            Error::Rejected(r) if r.is_caller_mistake() => io::ErrorKind::InvalidInput,
+            Error::Corrupted(_) | Error::Rejected(_) | Error::FrameAlign { .. } => {
+                io::ErrorKind::InvalidData
+            }
             Error::FrameTooLarge { .. } => io::ErrorKind::InvalidInput,
+            Error::Exhausted(Exhaustion::Indices { .. }) => io::ErrorKind::Other,
+            Error::Exhausted(_) => io::ErrorKind::OutOfMemory,
             Error::Io { source, .. } => source.kind(),
         };
         io::Error::new(kind, error)
+    }
+}
+
+impl From<io::Error> for Error {
+    /// An `io::Error` made from an fdring [`Error`] gives that error back;
+    /// any other becomes [`Error::Io`] with the context `"I/O"`, so that `?`
+    /// works in functions returning `fdring::Error`.
+    ///
+    /// ```
+    /// fn read_config() -> Result<String, fdring::Error> {
+    ///     Ok(std::fs::read_to_string("/nonexistent/fdring.conf")?)
+    /// }
+    /// assert!(matches!(read_config(), Err(fdring::Error::Io { context: "I/O", .. })));
+    /// ```
+    fn from(error: io::Error) -> Error {
+        if error.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            let inner = error.into_inner().expect("checked above");
+            return *inner.downcast::<Error>().expect("checked above");
+        }
+        Error::io("I/O", error)
     }
 }

@@ -102,51 +102,83 @@ static TAKEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 ///
 /// # Errors
 ///
-/// `Rejected(BadHandoff)` if the variable is missing or malformed, names
-/// an fd that is not open, or was already taken. The ring itself is
-/// checked when the bundle is opened.
+/// `Rejected(BadHandoff)` if the variable is missing, is not two
+/// different non-negative fd numbers (`memfd,wake`), names an fd that is
+/// not open, or was already taken; the message names the variable and
+/// what was wrong. The ring itself is checked when the bundle is opened.
+///
+/// ```
+/// let error = fdring::handoff::inherited("NO_SUCH_RING").unwrap_err();
+/// assert_eq!(
+///     error.to_string(),
+///     "ring rejected: bad hand-off: the environment variable NO_SUCH_RING is missing"
+/// );
+/// ```
 pub fn inherited(name: &str) -> Result<Fds, Error> {
-    let value = std::env::var(name)
-        .map_err(|_| Rejection::BadHandoff("the environment variable is missing"))?;
-    let numbers: Vec<i64> = value
-        .split(',')
-        .map(|n| n.parse::<i64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| Rejection::BadHandoff("the environment variable is not 2 numbers"))?;
-    let &[memfd, wake] = numbers.as_slice() else {
-        return Err(Rejection::BadHandoff("the environment variable is not 2 numbers").into());
-    };
+    let bad = |what: String| Error::from(Rejection::BadHandoff(what));
+    let value = std::env::var_os(name)
+        .ok_or_else(|| bad(format!("the environment variable {name} is missing")))?;
+    let [memfd, wake] = parse_inherited(&value.to_string_lossy())
+        .map_err(|what| bad(format!("the environment variable {name}={value:?} {what}")))?;
     {
         let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
         if !taken
             .get_or_insert_with(HashSet::new)
             .insert(name.to_owned())
         {
-            return Err(Rejection::BadHandoff("these fds were already taken").into());
+            return Err(bad(format!(
+                "the fds of the environment variable {name} were already taken"
+            )));
         }
     }
-    let [memfd, wake] = [memfd, wake].map(take_inherited_fd);
+    let take = |raw| {
+        take_inherited_fd(raw).ok_or_else(|| {
+            bad(format!(
+                "fd {raw} named by {name} is not open in this process"
+            ))
+        })
+    };
+    let memfd = take(memfd)?;
     Ok(Fds {
-        memfd: memfd?,
-        wake: wake?,
+        memfd,
+        wake: take(wake)?,
     })
 }
 
-/// Adopts an inherited fd number, after checking it is open.
-fn take_inherited_fd(number: i64) -> Result<OwnedFd, Error> {
-    let bad = || Error::from(Rejection::BadHandoff("an inherited fd is not open"));
-    let raw = RawFd::try_from(number).map_err(|_| bad())?;
-    if raw < 0 {
-        return Err(bad());
+/// The two fd numbers of an inheritance variable's value, or what is wrong
+/// with it (to follow "the environment variable NAME=value").
+fn parse_inherited(value: &str) -> Result<[RawFd; 2], &'static str> {
+    let not_two = "is not two fd numbers separated by a comma (memfd,wake)";
+    let (memfd, wake) = value.split_once(',').ok_or(not_two)?;
+    let number = |n: &str| {
+        // Decimal digits only: no sign, no spaces (docs/format.md, section 7).
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(not_two);
+        }
+        n.parse::<RawFd>()
+            .map_err(|_| "names an fd number too large to be open")
+    };
+    let numbers = [number(memfd)?, number(wake)?];
+    // Two owners of one fd would close it twice: the second close could
+    // close a file another thread has just opened at that number.
+    if numbers[0] == numbers[1] {
+        return Err("names the same fd twice: the memfd and the wake-up socket are two fds");
     }
+    Ok(numbers)
+}
+
+/// Adopts an inherited fd number, after checking it is open; `None` if it
+/// is not.
+fn take_inherited_fd(raw: RawFd) -> Option<OwnedFd> {
     // SAFETY: the fd is only borrowed for the duration of one fcntl, which
     // fails with EBADF (and nothing else happens) if it is not open.
     let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-    rustix::io::fcntl_setfd(borrowed, FdFlags::CLOEXEC).map_err(|_| bad())?;
+    rustix::io::fcntl_setfd(borrowed, FdFlags::CLOEXEC).ok()?;
     // SAFETY: the fd is open (checked above), was inherited for this name
-    // (which `TAKEN` lets us take only once), and nothing else in this
+    // (which `TAKEN` lets us take only once, and `parse_inherited` made
+    // sure the name's two numbers differ), and nothing else in this
     // process owns it: the parent passed it for us alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    Some(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Sends `fds` over a connected Unix stream socket with `SCM_RIGHTS`; the
@@ -249,10 +281,24 @@ pub fn recv_fds(socket: &UnixStream) -> Result<Fds, Error> {
         }
     }
     if message.bytes != SOCKET_TAG.len() || &tag != SOCKET_TAG {
-        return Err(Rejection::BadHandoff("the socket message is not an fdring hand-off").into());
+        return Err(Rejection::BadHandoff(
+            "the socket message is not an fdring hand-off (wrong bytes)".to_owned(),
+        )
+        .into());
     }
-    let wrong_count = || Rejection::BadHandoff("the socket message did not carry exactly 2 fds");
-    if message.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+    let truncated = message.flags.contains(rustix::net::ReturnFlags::CTRUNC);
+    let count = received.len();
+    let wrong_count = || {
+        Rejection::BadHandoff(format!(
+            "the socket message carried {count} fds{}, not exactly 2",
+            if truncated {
+                " and more that did not fit"
+            } else {
+                ""
+            }
+        ))
+    };
+    if truncated {
         return Err(wrong_count().into());
     }
     let [memfd, wake]: [OwnedFd; 2] = received.try_into().map_err(|_| wrong_count())?;

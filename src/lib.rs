@@ -69,7 +69,7 @@ pub mod tokio;
 
 #[cfg(not(loom))]
 pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
-pub use error::{Corruption, Error, Rejection};
+pub use error::{Corruption, Error, Exhaustion, Rejection, Role};
 #[cfg(not(loom))]
 pub use frame::{Frame, FrameMut, FrameReceiver, FrameSender, FrameStats};
 pub use layout::{MAGIC, VERSION};
