@@ -489,24 +489,30 @@ fn latest_walk_reports_a_bad_header_behind_good_frames_and_releases_nothing() {
 }
 
 #[test]
-fn a_receiver_requiring_more_alignment_than_its_sender_gives_reports_it() {
+fn a_receiver_requiring_more_alignment_than_its_sender_gives_says_so_and_keeps_the_frame() {
     let (tx, rx) = channel::<u8>(4096).expect("channel");
     let mut tx = FrameSender::with_align(tx, 8);
     let mut rx = FrameReceiver::with_align(rx, 64);
-    // The first payload is at offset 24: 8-aligned, not 64-aligned.
+    // The first payload is at offset 24: 8-aligned, not 64-aligned. The
+    // ends disagree; the sender broke nothing.
     tx.send_frame(0, b"x").unwrap();
-    let got = rx.try_recv_frame_with(|_| ());
+    let mismatch = Error::FrameAlign {
+        expected: 64,
+        found: 8,
+    };
+    assert_eq!(rx.try_recv_frame_with(|_| ()), Err(mismatch));
+    let message = rx.try_recv_frame_with(|_| ()).unwrap_err().to_string();
     assert!(
-        matches!(
-            got,
-            Err(Error::Corrupted(Corruption::BadFrame {
-                at: 0,
-                claimed_end: None,
-                ..
-            }))
-        ),
-        "{got:?}"
+        message.contains("aligned this frame's payload to 8 bytes")
+            && message.contains("expects 64"),
+        "{message}"
     );
+    // Nothing was released, and the answer stays the same.
+    assert_eq!(rx.stats().frames, 0);
+    assert!(matches!(
+        rx.try_recv_frame_with(|_| ()),
+        Err(Error::FrameAlign { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------

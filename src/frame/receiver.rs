@@ -7,7 +7,7 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use super::record::{check_align, parse, MIN_ALIGN};
+use super::record::{check_align, parse, Bad, MIN_ALIGN};
 use super::FrameStats;
 use crate::channel::{Fds, Receiver, Wait};
 use crate::error::{Corruption, Error};
@@ -91,9 +91,7 @@ impl fmt::Debug for Frame<'_> {
 #[derive(Debug, Clone, Copy)]
 struct Defect {
     at: usize,
-    /// The stream offset the record claims to end at, relative to `at`;
-    /// `None` when the header is not a frame header at all.
-    claimed_end: Option<u64>,
+    bad: Bad,
 }
 
 /// The receiving end of a ring of frames: a [`Receiver<u8>`] that lends
@@ -135,6 +133,23 @@ struct Defect {
 /// // A peer writing raw bytes into a frame ring breaks the protocol.
 /// tx.write_all(&[0xff; 64]).unwrap();
 /// assert!(matches!(rx.try_recv_frame_with(|_| ()), Err(fdring::Error::Corrupted(_))));
+/// # Ok::<(), fdring::Error>(())
+/// ```
+///
+/// A well-formed record whose payload is aligned to less than this
+/// receiver's [`align`](FrameReceiver::align) is not the sender breaking the
+/// protocol but the two ends disagreeing: [`Error::FrameAlign`] names both
+/// alignments, and the frame stays in the ring.
+///
+/// ```
+/// let (tx, rx) = fdring::channel::<u8>(4096)?;
+/// let mut tx = fdring::FrameSender::new(tx); // payloads aligned to 8
+/// let mut rx = fdring::FrameReceiver::with_align(rx, 64);
+/// tx.send_frame(1, &[0; 100])?;
+/// assert_eq!(
+///     rx.try_recv_frame_with(|_| ()),
+///     Err(fdring::Error::FrameAlign { expected: 64, found: 8 })
+/// );
 /// # Ok::<(), fdring::Error>(())
 /// ```
 pub struct FrameReceiver {
@@ -576,11 +591,25 @@ impl FrameReceiver {
         Ok(released)
     }
 
-    /// Remembers a bad record for good and reports it.
+    /// Reports a bad record, and remembers it for good if the sender broke
+    /// the protocol. A payload aligned to less than this receiver needs is
+    /// not that: the two ends were made with different alignments, which
+    /// the error says; the record stays unreleased, so every later call
+    /// says it again.
     fn corrupt(&mut self, defect: Defect, ready: usize) -> Error {
+        let claimed_end = match defect.bad {
+            Bad::Align { found } => {
+                return Error::FrameAlign {
+                    expected: self.align as u64,
+                    found,
+                }
+            }
+            Bad::Header => None,
+            Bad::End(end) => Some(end),
+        };
         let corruption = Corruption::BadFrame {
             at: self.position + defect.at as u64,
-            claimed_end: defect.claimed_end,
+            claimed_end,
             ready: (ready - defect.at) as u64,
         };
         self.corrupted = Some(corruption);
@@ -604,8 +633,8 @@ impl FrameReceiver {
                     out = Some(consume(frame));
                     record
                 }
-                Err(claimed_end) => {
-                    defect = Some(Defect { at: 0, claimed_end });
+                Err(bad) => {
+                    defect = Some(Defect { at: 0, bad });
                     0
                 }
             }
@@ -643,8 +672,8 @@ impl FrameReceiver {
                         records += 1;
                         at += record;
                     }
-                    Err(claimed_end) => {
-                        defect = Some(Defect { at, claimed_end });
+                    Err(bad) => {
+                        defect = Some(Defect { at, bad });
                         return 0;
                     }
                 }

@@ -49,21 +49,39 @@ pub(super) fn record_room(len: usize, align: usize) -> usize {
     HEADER + align - RECORD_ALIGN + round_up(len, RECORD_ALIGN)
 }
 
+/// What is wrong with a record that [`parse`] refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Bad {
+    /// It is not a frame header at all (marker, padding, or a stream that
+    /// does not stand on a record boundary).
+    Header,
+    /// Its header claims the record ends this many bytes in, past the bytes
+    /// published.
+    End(u64),
+    /// A well-formed header whose payload is aligned to only `found` bytes
+    /// (the largest power of two, at most [`MAX_ALIGN`], its address is a
+    /// multiple of): the sender uses a smaller frame alignment.
+    Align {
+        /// What the payload is aligned to.
+        found: u64,
+    },
+}
+
 /// Parses the record at the start of `ready` (ready bytes, starting at a
 /// record boundary): the frame and the record's length in bytes.
 ///
 /// The header is copied out of shared memory once, and only the copy is
 /// used, so a peer changing it meanwhile cannot make the checks and the
 /// slicing disagree.
-pub(super) fn parse(ready: &[u8], align: usize) -> Result<(Frame<'_>, usize), Option<u64>> {
-    let bad_header = Err(None);
+pub(super) fn parse(ready: &[u8], align: usize) -> Result<(Frame<'_>, usize), Bad> {
+    let bad_header = Err(Bad::Header);
     if ready.as_ptr() as usize % RECORD_ALIGN != 0 {
         return bad_header;
     }
     let Some(header) = ready.get(..HEADER) else {
         // A record is published whole: a stream cut inside a header is not
         // a frame stream.
-        return Err(Some(HEADER as u64));
+        return Err(Bad::End(HEADER as u64));
     };
     let header: [u8; HEADER] = header.try_into().expect("a header-sized slice");
     let len = u64::from_ne_bytes(header[0..8].try_into().unwrap());
@@ -74,20 +92,25 @@ pub(super) fn parse(ready: &[u8], align: usize) -> Result<(Frame<'_>, usize), Op
         return bad_header;
     }
     let payload_at = HEADER + gap;
-    if (ready.as_ptr() as usize + payload_at) % align != 0 {
-        return bad_header;
+    let payload_address = ready.as_ptr() as usize + payload_at;
+    if payload_address % align != 0 {
+        let found = 1u64
+            << payload_address
+                .trailing_zeros()
+                .min(MAX_ALIGN.trailing_zeros());
+        return Err(Bad::Align { found });
     }
     // `payload_at < HEADER + MAX_ALIGN`: no overflow below. The length is
     // compared before anything is added to it.
     let room = ready.len().saturating_sub(payload_at) as u64;
     let claimed_end = || (payload_at as u64).saturating_add(len);
     if len > room {
-        return Err(Some(claimed_end()));
+        return Err(Bad::End(claimed_end()));
     }
     let len = len as usize;
     let record = round_up(payload_at + len, RECORD_ALIGN);
     if record > ready.len() {
-        return Err(Some(record as u64));
+        return Err(Bad::End(record as u64));
     }
     let frame = Frame {
         bytes: &ready[payload_at..payload_at + len],
