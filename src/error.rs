@@ -309,12 +309,6 @@ pub enum Rejection {
         /// The end it was opened as.
         opened_as: Role,
     },
-    /// This end of the ring is already open (its claim word in the header
-    /// is set): a ring has one sender and one receiver.
-    AlreadyOpen {
-        /// The end that is already open.
-        role: Role,
-    },
 }
 
 impl Error {
@@ -571,12 +565,6 @@ impl fmt::Display for Rejection {
                 f,
                 "these are the {bundle}'s fds; they cannot be opened as the {opened_as}"
             ),
-            Rejection::AlreadyOpen { role } => {
-                write!(
-                    f,
-                    "the ring's {role} is already open: a ring has one of each end"
-                )
-            }
         }
     }
 }

@@ -26,6 +26,7 @@ const FLAGS: usize = 20;
 const CAPACITY: usize = 24;
 const DATA_OFFSET: usize = 32;
 const TYPE_TAG: usize = 40;
+const WAKE_INODES: usize = 48;
 
 /// The seals the format requires, as `F_GET_SEALS` reports them.
 const REQUIRED: SealFlags = SealFlags::SEAL
@@ -110,12 +111,27 @@ fn wake_pair() -> (OwnedFd, OwnedFd) {
     (a.into(), b.into())
 }
 
-/// A bundle with `memfd` and one end of a fresh, real wake-up socket pair.
+/// Records in `memfd`'s header the sockets it binds to each end (the
+/// producer's, then the consumer's), as its creator does. Returns false if
+/// the fd takes no such write (not a memfd, sealed or opened read-only).
+fn bind(memfd: &OwnedFd, producer: &OwnedFd, consumer: &OwnedFd) -> bool {
+    [producer, consumer]
+        .into_iter()
+        .enumerate()
+        .all(|(i, socket)| {
+            let inode = rustix::fs::fstat(socket).unwrap().st_ino;
+            let at = (WAKE_INODES + 8 * i) as u64;
+            rustix::io::pwrite(memfd, &inode.to_ne_bytes(), at).is_ok_and(|n| n == 8)
+        })
+}
+
+/// A bundle with `memfd` and one end of a fresh, real wake-up socket pair,
+/// which the header (where the fd takes writes) names as either end's, so
+/// that only the check a test is about can refuse it.
 fn fds(memfd: OwnedFd) -> Fds {
-    Fds {
-        memfd,
-        wake: wake_pair().0,
-    }
+    let wake = wake_pair().0;
+    let _ = bind(&memfd, &wake, &wake);
+    Fds { memfd, wake }
 }
 
 /// One end of an anonymous pipe (the write end of a child's stdin).
@@ -162,6 +178,10 @@ fn assert_bytes_refused(bytes: &[u8], expected: Rejection) {
 fn assert_works(memfd: OwnedFd) {
     let dup = memfd.try_clone().unwrap();
     let (ours, theirs) = wake_pair();
+    assert!(
+        bind(&memfd, &ours, &theirs),
+        "binding the sockets to the ring"
+    );
     let mut tx = Sender::<u64>::from_fds(Fds { memfd, wake: ours }).unwrap();
     let mut rx = Receiver::<u64>::from_fds(Fds {
         memfd: dup,
@@ -455,7 +475,7 @@ fn the_magic_is_the_documented_constant() {
 
 #[test]
 fn a_wrong_version_is_refused() {
-    for version in [0, 2, u32::MAX] {
+    for version in [0, 1, 3, u32::MAX] {
         let mut bytes = good_bytes();
         put_u32(&mut bytes, VERSION, version);
         assert_bytes_refused(
@@ -866,4 +886,41 @@ fn a_rejection_maps_to_invalid_data_and_names_the_fd_kind() {
     assert!(err.to_string().contains("not a memfd"), "{err}");
     let io: std::io::Error = err.into();
     assert_eq!(io.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[test]
+fn a_callers_mistake_maps_to_invalid_input_and_round_trips_through_io_error() {
+    use std::io::ErrorKind;
+    let kind = |e: Error| std::io::Error::from(e).kind();
+    // Asked for what cannot be: capacity 0, another item type, another tag.
+    assert_eq!(
+        kind(channel::<u64>(0).unwrap_err()),
+        ErrorKind::InvalidInput
+    );
+    let (tx, _rx) = Builder::new()
+        .capacity(64)
+        .type_tag(7)
+        .build::<u64>()
+        .unwrap();
+    let wrong_type = Sender::<u32>::from_fds(tx.into_fds().unwrap()).unwrap_err();
+    assert!(matches!(
+        wrong_type,
+        Error::Rejected(Rejection::ItemSize { .. })
+    ));
+    assert_eq!(kind(wrong_type), ErrorKind::InvalidInput);
+    // The bundle of the other end is the caller's mistake too.
+    let (tx, rx) = channel::<u64>(64).unwrap();
+    let wrong_end = Sender::<u64>::from_fds(rx.into_fds().unwrap()).unwrap_err();
+    assert_eq!(kind(wrong_end), ErrorKind::InvalidInput);
+    drop(tx);
+    // A bad memfd is the peer's: InvalidData. Both come back whole.
+    let bad = Receiver::<u64>::from_fds(fds(pipe_fd())).err().unwrap();
+    let back = Error::from(std::io::Error::from(bad));
+    assert_eq!(back, Error::Rejected(Rejection::NotMemfd));
+    // Any other io::Error converts with `?`.
+    let other = Error::from(std::io::Error::from(ErrorKind::NotFound));
+    assert!(
+        matches!(other, Error::Io { context: "I/O", .. }),
+        "{other:?}"
+    );
 }
