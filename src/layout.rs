@@ -12,7 +12,7 @@
 //! configuration is read once, validated into a private [`Config`], and never
 //! trusted again.
 
-use crate::error::Rejection;
+use crate::error::{Rejection, Role};
 
 /// Atomics used for the shared header: `std`'s, or loom's under `cfg(loom)`
 /// so that the ring and the wake-up protocol can be model-checked.
@@ -36,9 +36,14 @@ pub const MAGIC: u64 = u64::from_ne_bytes(*b"FDRING\0\0");
 /// The format version this crate writes and accepts (`docs/format.md`).
 ///
 /// ```
-/// assert_eq!(fdring::VERSION, 1);
+/// assert_eq!(fdring::VERSION, 2);
 /// ```
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+/// The largest index an honest peer can reach: 2^62 items is 14 years at
+/// 10^10 items a second. Refusing more keeps `index + capacity` far from
+/// overflow whatever a peer writes.
+pub(crate) const INDEX_LIMIT: u64 = 1 << 62;
 
 /// Size of one cache "line" as the format lays it out: 128 bytes, so that
 /// adjacent-line prefetching on x86 does not couple two fields either.
@@ -66,6 +71,10 @@ pub(crate) struct ConfigLine {
     pub(crate) capacity: AtomicU64,
     pub(crate) data_offset: AtomicU64,
     pub(crate) type_tag: AtomicU64,
+    /// The inode numbers of the two ends of the ring's wake-up socket pair:
+    /// the producer's, then the consumer's. They bind each end's socket to
+    /// this ring and to its role.
+    pub(crate) wake_inodes: [AtomicU64; 2],
 }
 
 /// Line 5: one closed word per side. Written once, when an end is dropped.
@@ -111,6 +120,7 @@ const _: () = {
     assert!(offset_of!(ConfigLine, capacity) == 24);
     assert!(offset_of!(ConfigLine, data_offset) == 32);
     assert!(offset_of!(ConfigLine, type_tag) == 40);
+    assert!(offset_of!(ConfigLine, wake_inodes) == 48);
     assert!(offset_of!(Header, write_index) == 128);
     assert!(offset_of!(Header, read_index) == 256);
     assert!(offset_of!(Header, producer_armed) == 384);
@@ -133,6 +143,17 @@ pub(crate) struct Config {
     pub(crate) data_offset: u64,
     /// A user-chosen tag naming the item type; 0 means "none".
     pub(crate) type_tag: u64,
+    /// The inode numbers of the producer's and the consumer's wake-up
+    /// sockets, indexed by [`role_index`].
+    pub(crate) wake_inodes: [u64; 2],
+}
+
+/// The index of `role` in [`Config::wake_inodes`].
+pub(crate) fn role_index(role: Role) -> usize {
+    match role {
+        Role::Sender => 0,
+        Role::Receiver => 1,
+    }
 }
 
 impl Config {
@@ -174,6 +195,7 @@ impl Header {
                 capacity: AtomicU64::new(0),
                 data_offset: AtomicU64::new(0),
                 type_tag: AtomicU64::new(0),
+                wake_inodes: [AtomicU64::new(0), AtomicU64::new(0)],
             },
             write_index: Line(AtomicU64::new(0)),
             read_index: Line(AtomicU64::new(0)),
@@ -199,6 +221,9 @@ impl Header {
         c.capacity.store(config.capacity, Ordering::Relaxed);
         c.data_offset.store(config.data_offset, Ordering::Relaxed);
         c.type_tag.store(config.type_tag, Ordering::Relaxed);
+        for (word, inode) in c.wake_inodes.iter().zip(config.wake_inodes) {
+            word.store(inode, Ordering::Relaxed);
+        }
         self.write_index.0.store(0, Ordering::Relaxed);
         self.read_index.0.store(0, Ordering::Relaxed);
         self.producer_armed.0.store(0, Ordering::Relaxed);
@@ -235,6 +260,7 @@ impl Header {
             capacity: c.capacity.load(Ordering::Relaxed),
             data_offset: c.data_offset.load(Ordering::Relaxed),
             type_tag: c.type_tag.load(Ordering::Relaxed),
+            wake_inodes: c.wake_inodes.each_ref().map(|w| w.load(Ordering::Relaxed)),
         };
         let flags = c.flags.load(Ordering::Relaxed);
         if flags != 0 {
@@ -267,8 +293,53 @@ impl Header {
                 found: file_len,
             });
         }
+        let write = self.write_index.0.load(Ordering::Acquire);
+        let read = self.read_index.0.load(Ordering::Acquire);
+        if !indices_in_range(write, read, config.capacity) {
+            return Err(Rejection::BadIndices {
+                write,
+                read,
+                capacity: config.capacity,
+            });
+        }
         Ok(config)
     }
+}
+
+/// Whether a pair of indices is a ring state: `write - read` in
+/// `0..=capacity` and the write index at most [`INDEX_LIMIT`].
+#[inline]
+pub(crate) fn indices_in_range(write: u64, read: u64, capacity: u64) -> bool {
+    write
+        .checked_sub(read)
+        .is_some_and(|fill| fill <= capacity && write <= INDEX_LIMIT)
+}
+
+/// Checks that the wake-up socket handed over with the memfd, whose inode
+/// number is `wake_inode`, is the one the ring made for `role`: not the
+/// other end's (both ends' bundles look alike), and not another ring's (a
+/// bundle mixed from two rings would open, and then lose every item into a
+/// ring nobody reads).
+pub(crate) fn check_wake_inode(
+    config: &Config,
+    role: Role,
+    wake_inode: u64,
+) -> Result<(), Rejection> {
+    let own = role_index(role);
+    if config.wake_inodes[own] == wake_inode {
+        return Ok(());
+    }
+    if config.wake_inodes[1 - own] == wake_inode {
+        let other = match role {
+            Role::Sender => Role::Receiver,
+            Role::Receiver => Role::Sender,
+        };
+        return Err(Rejection::WrongRole {
+            bundle: other,
+            opened_as: role,
+        });
+    }
+    Err(Rejection::ForeignWakeSocket { found: wake_inode })
 }
 
 /// The rules every configuration obeys, whoever wrote it.
@@ -353,6 +424,7 @@ mod tests {
             capacity: 512,
             data_offset: 4096,
             type_tag: 7,
+            wake_inodes: [1001, 1002],
         }
     }
 
@@ -369,6 +441,47 @@ mod tests {
     fn a_fresh_header_validates_to_its_config() {
         let header = Header::new(&config());
         assert_eq!(header.validate(&expected(), 8192), Ok(config()));
+    }
+
+    #[test]
+    fn the_wake_socket_must_be_this_rings_and_this_roles() {
+        let config = Header::new(&config()).validate(&expected(), 8192).unwrap();
+        assert_eq!(check_wake_inode(&config, Role::Receiver, 1002), Ok(()));
+        assert_eq!(check_wake_inode(&config, Role::Sender, 1001), Ok(()));
+        assert_eq!(
+            check_wake_inode(&config, Role::Sender, 1002),
+            Err(Rejection::WrongRole {
+                bundle: Role::Receiver,
+                opened_as: Role::Sender
+            })
+        );
+        assert_eq!(
+            check_wake_inode(&config, Role::Receiver, 77),
+            Err(Rejection::ForeignWakeSocket { found: 77 })
+        );
+    }
+
+    #[test]
+    fn an_opener_refuses_indices_out_of_range() {
+        let header = Header::new(&config());
+        for (write, read) in [(513, 0), (5, 6), (INDEX_LIMIT + 1, INDEX_LIMIT)] {
+            header.write_index.0.store(write, Ordering::Relaxed);
+            header.read_index.0.store(read, Ordering::Relaxed);
+            assert_eq!(
+                header.validate(&expected(), 8192),
+                Err(Rejection::BadIndices {
+                    write,
+                    read,
+                    capacity: 512
+                })
+            );
+        }
+        header.write_index.0.store(INDEX_LIMIT, Ordering::Relaxed);
+        header
+            .read_index
+            .0
+            .store(INDEX_LIMIT - 512, Ordering::Relaxed);
+        assert!(header.validate(&expected(), 8192).is_ok());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::ptr::NonNull;
 
 use crate::error::{Corruption, Error};
 use crate::layout::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-use crate::layout::Header;
+use crate::layout::{indices_in_range, Header};
 use std::sync::atomic::compiler_fence;
 
 /// A run of slots lent to a closure: the first slot's position in the data
@@ -106,11 +106,6 @@ impl Shared {
     }
 }
 
-/// The largest index an honest peer can reach: 2^62 items is 14 years at
-/// 10^10 items a second. Refusing more keeps `index + capacity` far from
-/// overflow whatever a peer writes.
-const INDEX_LIMIT: u64 = 1 << 62;
-
 /// `slot + count` modulo `capacity`, for `slot < capacity` and
 /// `count <= capacity`: the position of an index, kept up to date without
 /// a division.
@@ -126,13 +121,14 @@ fn advance(slot: u64, count: u64, capacity: u64) -> u64 {
 
 /// Checks a pair of indices: the fill level must be in `0..=capacity`.
 fn check_fill(write: u64, read: u64, capacity: u64) -> Result<u64, Corruption> {
-    match write.checked_sub(read) {
-        Some(fill) if fill <= capacity && write <= INDEX_LIMIT => Ok(fill),
-        _ => Err(Corruption::IndexOutOfRange {
+    if indices_in_range(write, read, capacity) {
+        Ok(write - read)
+    } else {
+        Err(Corruption::IndexOutOfRange {
             write,
             read,
             capacity,
-        }),
+        })
     }
 }
 
@@ -493,6 +489,7 @@ mod tests {
             capacity,
             data_offset: 4096,
             type_tag: 0,
+            wake_inodes: [0, 0],
         }))
     }
 

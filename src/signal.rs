@@ -203,6 +203,15 @@ impl WakeSocket {
         }
     }
 
+    /// The socket's inode number: what the header records to bind each end's
+    /// socket to its ring and its role (`docs/format.md`, section 2). It is
+    /// the same in every process that holds a copy of this end.
+    pub(crate) fn inode(&self) -> Result<u64, Error> {
+        rustix::fs::fstat(&self.0)
+            .map(|stat| stat.st_ino)
+            .map_err(|e| Error::io("reading the wake-up socket's inode (fstat)", e))
+    }
+
     /// Sends the peer one wake-up byte, never blocking.
     ///
     /// A full socket buffer (`EAGAIN`) means the peer has unread wake-ups,

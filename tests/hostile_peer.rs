@@ -433,14 +433,21 @@ fn waiting_calls_on_a_corrupted_ring_return_at_once() {
 
 // ---- indices found at open -------------------------------------------------
 
-/// Opens both ends on a ring whose indices the peer set before hand-off.
-fn open_with_indices(write: u64, read: u64) -> (Sender<u64>, Receiver<u64>, Raw) {
+/// The fds of both ends of a ring whose indices the peer set before
+/// hand-off, and the peer's view of it.
+fn fds_with_indices(write: u64, read: u64) -> (Fds, Fds, Raw) {
     let (tx, rx) = channel::<u64>(1).unwrap();
     let tx_fds = tx.into_fds().unwrap();
     let rx_fds = rx.into_fds().unwrap();
     let raw = Raw::map(&tx_fds.memfd);
     raw.write_index().store(write, Ordering::Release);
     raw.read_index().store(read, Ordering::Release);
+    (tx_fds, rx_fds, raw)
+}
+
+/// Opens both ends on a ring whose indices the peer set before hand-off.
+fn open_with_indices(write: u64, read: u64) -> (Sender<u64>, Receiver<u64>, Raw) {
+    let (tx_fds, rx_fds, raw) = fds_with_indices(write, read);
     (
         Sender::from_fds(tx_fds).unwrap(),
         Receiver::from_fds(rx_fds).unwrap(),
@@ -449,7 +456,7 @@ fn open_with_indices(write: u64, read: u64) -> (Sender<u64>, Receiver<u64>, Raw)
 }
 
 #[test]
-fn indices_near_u64_max_at_open_are_corruption_not_overflow() {
+fn indices_out_of_range_at_open_are_refused_by_both_ends() {
     for (write, read) in [
         (u64::MAX, u64::MAX - 3),
         (u64::MAX, u64::MAX),
@@ -457,14 +464,14 @@ fn indices_near_u64_max_at_open_are_corruption_not_overflow() {
         (3, 7),
         (600, 0),
     ] {
-        let (mut tx, mut rx, raw) = open_with_indices(write, read);
-        let expected = Corruption::IndexOutOfRange {
+        let (tx_fds, rx_fds, raw) = fds_with_indices(write, read);
+        let expected = Error::Rejected(Rejection::BadIndices {
             write,
             read,
             capacity: raw.capacity,
-        };
-        assert_sender_stuck(&mut tx, expected);
-        assert_receiver_stuck(&mut rx, expected);
+        });
+        assert_eq!(Sender::<u64>::from_fds(tx_fds).unwrap_err(), expected);
+        assert_eq!(Receiver::<u64>::from_fds(rx_fds).unwrap_err(), expected);
     }
 }
 

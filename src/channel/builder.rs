@@ -12,7 +12,7 @@ use bytemuck::Pod;
 use super::channel;
 use super::end::End;
 use super::{Fds, Receiver, Sender, DEFAULT_SPIN};
-use crate::error::{Error, Rejection};
+use crate::error::{Error, Rejection, Role};
 use crate::layout::{self, Config, Expected, Header};
 use crate::memfd::{self, CreateOptions, Mapping};
 use crate::signal::WakeSocket;
@@ -125,12 +125,14 @@ impl Builder {
         };
         let capacity = layout::round_capacity(self.capacity as u64, item_size, page_size)
             .ok_or_else(bad_capacity)?;
+        let (sender_wake, receiver_wake) = WakeSocket::pair()?;
         let config = Config {
             item_size,
             item_align: std::mem::align_of::<T>() as u32,
             capacity,
             data_offset: page_size,
             type_tag: self.type_tag.unwrap_or(0),
+            wake_inodes: [sender_wake.inode()?, receiver_wake.inode()?],
         };
         layout::check_geometry(&config, page_size)?;
         memfd::set_len(memfd.as_fd(), config.file_len())?;
@@ -150,7 +152,6 @@ impl Builder {
         // stream (`docs/design.md`, "Pre-faulting").
         mapping.populate();
 
-        let (sender_wake, receiver_wake) = WakeSocket::pair()?;
         let receiver_fds = Fds {
             memfd: dup(&memfd)?,
             wake: receiver_wake.into_fd(),
@@ -173,11 +174,13 @@ impl Builder {
     ///
     /// `Rejected(..)` naming the first check that failed: not a memfd,
     /// missing seals, wrong size, bad magic or version, item size or
-    /// alignment not `T`'s, wrong type tag, bad geometry, a wake-up fd that
-    /// is not a connected Unix stream socket.
+    /// alignment not `T`'s, wrong type tag, bad geometry, indices out of
+    /// range (`BadIndices`), a wake-up fd that is not a connected Unix
+    /// stream socket, the other end's bundle (`WrongRole`), or a socket of
+    /// another ring (`ForeignWakeSocket`).
     /// `Io` if mapping it fails. Nothing is mapped on error.
     pub fn open_sender<T: Pod>(&self, fds: Fds) -> Result<Sender<T>, Error> {
-        let (mapping, config, memfd, wake) = self.open::<T>(fds)?;
+        let (mapping, config, memfd, wake) = self.open::<T>(fds, Role::Sender)?;
         Ok(Sender {
             end: End::new(mapping, &config, memfd, wake, self)?,
             _item: PhantomData,
@@ -190,7 +193,7 @@ impl Builder {
     ///
     /// As for [`open_sender`](Self::open_sender).
     pub fn open_receiver<T: Pod>(&self, fds: Fds) -> Result<Receiver<T>, Error> {
-        let (mapping, config, memfd, wake) = self.open::<T>(fds)?;
+        let (mapping, config, memfd, wake) = self.open::<T>(fds, Role::Receiver)?;
         Ok(Receiver {
             end: End::new(mapping, &config, memfd, wake, self)?,
             _item: PhantomData,
@@ -198,8 +201,13 @@ impl Builder {
     }
 
     /// Verifies, validates and maps a received memfd, and adopts the
-    /// wake-up socket.
-    fn open<T: Pod>(&self, fds: Fds) -> Result<(Mapping, Config, OwnedFd, WakeSocket), Error> {
+    /// wake-up socket after checking that it is the one the ring made for
+    /// `role`.
+    fn open<T: Pod>(
+        &self,
+        fds: Fds,
+        role: Role,
+    ) -> Result<(Mapping, Config, OwnedFd, WakeSocket), Error> {
         let expected_size = item_size::<T>()?;
         let verified = memfd::verify(fds.memfd.as_fd())?;
         // Read the header with pread into a private copy, so that nothing
@@ -213,6 +221,7 @@ impl Builder {
         };
         let config = header.validate(&expected, verified.len)?;
         let wake = WakeSocket::adopt(fds.wake)?;
+        layout::check_wake_inode(&config, role, wake.inode()?)?;
         let mapping = Mapping::new(fds.memfd.as_fd(), config.data_offset, config.data_len())?;
         Ok((mapping, config, fds.memfd, wake))
     }

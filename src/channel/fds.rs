@@ -9,14 +9,26 @@ use super::{Receiver, Sender};
 /// [`Receiver::into_fds`] give and the `open_` calls take.
 ///
 /// Both ends share the memfd; each has its own end of a connected socket
-/// pair. Which end a bundle opens is the caller's choice, and only one
-/// sender and one receiver may use a ring at a time.
+/// pair, and the ring's header records which socket is whose. So a bundle
+/// opens only as the end it came from, and only with the memfd of its own
+/// ring: anything else is refused at open
+/// ([`Rejection::WrongRole`](crate::Rejection::WrongRole),
+/// [`Rejection::ForeignWakeSocket`](crate::Rejection::ForeignWakeSocket)),
+/// never opened to lose items later. Only one sender and one receiver may
+/// use a ring at a time.
 ///
 /// ```
 /// let (tx, rx) = fdring::channel::<u64>(512)?;
 /// let fdring::Fds { memfd, wake } = rx.into_fds()?;
 /// // ... hand `memfd` and `wake` to another process, which rebuilds the bundle:
 /// let mut rx = fdring::Receiver::<u64>::from_fds(fdring::Fds { memfd, wake })?;
+///
+/// // The sender's bundle is not a receiver's.
+/// let refused = fdring::Receiver::<u64>::from_fds(tx.into_fds()?).unwrap_err();
+/// assert!(matches!(
+///     refused,
+///     fdring::Error::Rejected(fdring::Rejection::WrongRole { .. })
+/// ));
 /// # Ok::<(), fdring::Error>(())
 /// ```
 #[derive(Debug)]

@@ -81,6 +81,7 @@ impl Ring {
             capacity,
             data_offset: 4096,
             type_tag: 0,
+            wake_inodes: [0, 0],
         };
         Arc::new(Ring {
             header: Box::new(Header::new(&config)),

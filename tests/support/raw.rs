@@ -21,6 +21,8 @@ pub const FLAGS: usize = 20;
 pub const CAPACITY: usize = 24;
 pub const DATA_OFFSET: usize = 32;
 pub const TYPE_TAG: usize = 40;
+/// The producer's wake-up socket inode, then the consumer's (8 bytes each).
+pub const WAKE_INODES: usize = 48;
 pub const WRITE_INDEX: usize = 128;
 pub const READ_INDEX: usize = 256;
 pub const PRODUCER_ARMED: usize = 384;
@@ -32,7 +34,7 @@ pub const CLOSED_CONSUMER: usize = 644;
 pub const HEADER_BYTES: usize = 768;
 
 /// Bytes of the configuration line that hold fields (the rest is reserved).
-pub const CONFIG_BYTES: usize = 48;
+pub const CONFIG_BYTES: usize = 64;
 
 /// The largest index the crate accepts from a peer (documented in
 /// `Corruption::IndexOutOfRange`).

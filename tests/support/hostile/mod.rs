@@ -50,9 +50,12 @@
 //! 4. The type tag: bits 0-1 the header's tag (0, `0x5eed`, `u64::MAX`, or
 //!    the next 8 bytes), bits 2-3 the tag the opener expects (none, none,
 //!    the header's, another).
-//! 5. The fd handed as the end's wake-up socket (`byte % 16`: 0-6 the
-//!    crate's own socket end, 7 one end of a fresh connected pair, 8 one
-//!    whose other end is already closed, 9 a datagram socket pair's end,
+//! 5. The fd handed as the end's wake-up socket (`byte % 16`: 0-5 the
+//!    ring's own socket for this end (the crate's, or for a hand-made ring
+//!    one of a pair whose inodes its header records), 6 the ring's socket
+//!    for the other end, 7 one end of a fresh connected pair (another
+//!    ring's), 8 the ring's own socket whose other end is already closed,
+//!    9 a datagram socket pair's end,
 //!    10 a seqpacket one's, 11 an unconnected Unix stream socket, 12 an
 //!    `AF_INET` socket, 13 an eventfd, 14 a pipe, 15 the memfd itself; see
 //!    [`WakeKind`]).

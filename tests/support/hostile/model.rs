@@ -20,8 +20,6 @@ pub(super) fn legal(write: u64, read: u64, cap: u64) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Pending {
     None,
-    /// The next call that looks at the ring must report this.
-    Exact(Corruption),
     /// The next call that looks at the ring must report a corruption.
     Some,
     /// The next call that looks at the ring may report a corruption.
@@ -99,7 +97,7 @@ impl Model {
             self.stuck
         );
         assert!(
-            !matches!(self.pending, Pending::Exact(_) | Pending::Some),
+            !matches!(self.pending, Pending::Some),
             "{what}: answered Ok on a ring with an invalid index ({:?})",
             self.pending
         );
@@ -110,8 +108,7 @@ impl Model {
     /// error back if it is one the caller must check further (`Full`,
     /// `Empty`, `Timeout`, `Disconnected`, `Io`).
     pub(super) fn check_err(&mut self, e: Error, what: &str) -> Option<Error> {
-        let corrupted =
-            self.stuck.is_some() || matches!(self.pending, Pending::Exact(_) | Pending::Some);
+        let corrupted = self.stuck.is_some() || matches!(self.pending, Pending::Some);
         if corrupted
             && e == Error::Disconnected
             && self.sender
@@ -134,11 +131,6 @@ impl Model {
         }
         match e {
             Error::Corrupted(c) => {
-                if let Pending::Exact(p) = self.pending {
-                    if !self.restuck {
-                        assert_eq!(c, p, "{what}: not the corruption found at open");
-                    }
-                }
                 self.restuck = false;
                 self.check_payload(c, what);
                 self.stuck = Some(c);
@@ -147,7 +139,7 @@ impl Model {
             }
             other => {
                 assert!(
-                    !matches!(self.pending, Pending::Exact(_) | Pending::Some),
+                    !matches!(self.pending, Pending::Some),
                     "{what}: {other:?} on a ring with an invalid index ({:?})",
                     self.pending
                 );

@@ -7,7 +7,8 @@ use bytemuck::Pod;
 
 use super::{
     CAPACITY, CLOSED_CONSUMER, CLOSED_PRODUCER, CONSUMER_ARMED, DATA_OFFSET, FLAGS, INDEX_LIMIT,
-    ITEM_ALIGN, ITEM_SIZE, MAGIC, PRODUCER_ARMED, READ_INDEX, TYPE_TAG, VERSION, WRITE_INDEX,
+    ITEM_ALIGN, ITEM_SIZE, MAGIC, PRODUCER_ARMED, READ_INDEX, TYPE_TAG, VERSION, WAKE_INODES,
+    WRITE_INDEX,
 };
 
 // ---- reading the script ----------------------------------------------------
@@ -205,7 +206,7 @@ pub(super) fn word(s: &mut Script) -> u32 {
 }
 
 /// The header fields, with their widths.
-pub(super) const FIELDS: [(usize, usize); 14] = [
+pub(super) const FIELDS: [(usize, usize); 16] = [
     (MAGIC, 8),
     (VERSION, 4),
     (ITEM_SIZE, 4),
@@ -214,6 +215,8 @@ pub(super) const FIELDS: [(usize, usize); 14] = [
     (CAPACITY, 8),
     (DATA_OFFSET, 8),
     (TYPE_TAG, 8),
+    (WAKE_INODES, 8),
+    (WAKE_INODES + 8, 8),
     (WRITE_INDEX, 8),
     (READ_INDEX, 8),
     (PRODUCER_ARMED, 4),

@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fdring::{Builder, Corruption, Error, Liveness, Receiver, Rejection, Sender};
+use fdring::{Builder, Error, Liveness, Receiver, Rejection, Sender};
 use rustix::event::PollFlags;
 
 use super::model::{legal, Model, Pending};
@@ -29,6 +29,7 @@ pub(super) fn session<T: Item>(
 ) {
     let Built {
         fds,
+        indices,
         memfd_dup,
         peer,
         hung_up,
@@ -36,6 +37,17 @@ pub(super) fn session<T: Item>(
         liveness_end,
         liveness_dead,
     } = built;
+    // A header valid up to its indices is refused for indices out of range.
+    let expect = &match indices {
+        Some([write, read, capacity]) if expect.header_valid() && !legal(write, read, capacity) => {
+            Expect::BadIndices {
+                write,
+                read,
+                capacity,
+            }
+        }
+        _ => expect.clone(),
+    };
     let fds = match fds {
         Ok(fds) => fds,
         Err(e) => {
@@ -137,6 +149,44 @@ fn check_open<E>(result: Result<E, Error>, expect: &Expect) -> Option<E> {
         (Ok(_), Expect::NotWakeSocket(found)) => {
             panic!("opened a ring whose wake-up fd is {found}")
         }
+        (Ok(_), Expect::ForeignWake) => panic!("opened a ring with another ring's wake-up socket"),
+        (Ok(_), Expect::WrongRole) => panic!("opened a ring with its other end's wake-up socket"),
+        (Ok(_), Expect::BadIndices { .. }) => {
+            panic!("opened a ring whose indices are out of range")
+        }
+        (Err(e), Expect::ForeignWake) => {
+            assert!(
+                matches!(e, Error::Rejected(Rejection::ForeignWakeSocket { .. })),
+                "another ring's wake-up socket: refused with the wrong error {e:?}"
+            );
+            None
+        }
+        (Err(e), Expect::WrongRole) => {
+            assert!(
+                matches!(e, Error::Rejected(Rejection::WrongRole { .. })),
+                "the other end's wake-up socket: refused with the wrong error {e:?}"
+            );
+            None
+        }
+        (
+            Err(e),
+            &Expect::BadIndices {
+                write,
+                read,
+                capacity,
+            },
+        ) => {
+            assert_eq!(
+                e,
+                Error::Rejected(Rejection::BadIndices {
+                    write,
+                    read,
+                    capacity
+                }),
+                "indices out of range: refused with the wrong error"
+            );
+            None
+        }
         (Err(e), Expect::Open) => panic!("a valid ring was refused: {e:?}"),
         (Err(e), Expect::Refuse(why, ok)) => {
             assert!(ok(&e), "{why}: refused with the wrong error {e:?}");
@@ -201,16 +251,15 @@ impl World {
         } else {
             (peer, self.m.mine)
         };
+        // An opener refuses indices out of range (docs/format.md, section
+        // 6), and nothing runs between the open and this look.
+        assert!(
+            legal(write, read, self.m.cap),
+            "opened with indices out of range: write {write}, read {read}, capacity {}",
+            self.m.cap
+        );
         self.m.stuck = None;
-        self.m.pending = if legal(write, read, self.m.cap) {
-            Pending::None
-        } else {
-            Pending::Exact(Corruption::IndexOutOfRange {
-                write,
-                read,
-                capacity: self.m.cap,
-            })
-        };
+        self.m.pending = Pending::None;
     }
 
     /// Hands the end's fds on and opens the same side again from them.
@@ -418,8 +467,7 @@ impl World {
     /// before the call (so its drain found it empty and it armed).
     fn check_prepare_wait(&mut self, result: Result<bool, Error>, quiet: bool, what: &str) {
         trace!("  {what}: {result:?} (nothing queued before: {quiet})");
-        let corrupted =
-            self.m.stuck.is_some() || matches!(self.m.pending, Pending::Exact(_) | Pending::Some);
+        let corrupted = self.m.stuck.is_some() || matches!(self.m.pending, Pending::Some);
         if corrupted && !self.options.prepare_wait_sticky && result.is_ok() {
             // Known (see `Options::prepare_wait_sticky`): any answer, and
             // the next error may name another (valid) corruption.
@@ -434,7 +482,7 @@ impl World {
                     self.m.stuck
                 );
                 assert!(
-                    !matches!(self.m.pending, Pending::Exact(_) | Pending::Some),
+                    !matches!(self.m.pending, Pending::Some),
                     "{what}: may wait on a ring with an invalid index ({:?})",
                     self.m.pending
                 );

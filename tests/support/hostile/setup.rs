@@ -19,8 +19,8 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use super::script::{ItemKind, PreWrite, Script, Target};
 use super::{
-    CAPACITY, CONFIG_BYTES, DATA_OFFSET, HEADER_BYTES, ITEM_ALIGN, ITEM_SIZE, MAGIC, TYPE_TAG,
-    VERSION,
+    CAPACITY, CONFIG_BYTES, DATA_OFFSET, HEADER_BYTES, ITEM_ALIGN, ITEM_SIZE, MAGIC, READ_INDEX,
+    TYPE_TAG, VERSION, WAKE_INODES, WRITE_INDEX,
 };
 
 // ---- what is handed over ---------------------------------------------------
@@ -52,12 +52,17 @@ enum MemfdKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WakeKind {
     /// The crate's own socket end, for a ring the crate made; for the
-    /// others, one end of a pair made as the crate makes it (blocking).
+    /// others, one end of the pair made for the ring as the crate makes it
+    /// (blocking, its inodes in the header).
     Real,
+    /// The ring's socket for the other end: a bundle opened as the wrong
+    /// end, refused (`WrongRole`).
+    OtherEnd,
     /// One end of a fresh connected stream pair made here (with std),
-    /// whose other end the peer holds.
+    /// whose other end the peer holds: not the ring's, refused
+    /// (`ForeignWakeSocket`).
     Fresh,
-    /// One end of a connected stream pair whose other end is already
+    /// The ring's own socket for this end, whose other end is already
     /// closed: accepted (it is connected), and the peer is gone from the
     /// start.
     HungUp,
@@ -76,7 +81,8 @@ enum WakeKind {
 impl WakeKind {
     fn from_byte(b: u8) -> WakeKind {
         match b % 16 {
-            0..=6 => WakeKind::Real,
+            0..=5 => WakeKind::Real,
+            6 => WakeKind::OtherEnd,
             7 => WakeKind::Fresh,
             8 => WakeKind::HungUp,
             9 => WakeKind::Datagram,
@@ -89,15 +95,19 @@ impl WakeKind {
         }
     }
 
-    /// Whether it is a connected Unix stream socket, which the end takes.
+    /// Whether it is a connected Unix stream socket, which the end takes
+    /// if it is the ring's and the end's.
     fn accepted(self) -> bool {
-        matches!(self, WakeKind::Real | WakeKind::Fresh | WakeKind::HungUp)
+        matches!(
+            self,
+            WakeKind::Real | WakeKind::OtherEnd | WakeKind::Fresh | WakeKind::HungUp
+        )
     }
 
     /// What `Rejection::NotWakeSocket` must say it found instead.
     fn found(self) -> &'static str {
         match self {
-            WakeKind::Real | WakeKind::Fresh | WakeKind::HungUp => "",
+            WakeKind::Real | WakeKind::OtherEnd | WakeKind::Fresh | WakeKind::HungUp => "",
             WakeKind::Datagram | WakeKind::SeqPacket => "a Unix socket that is not a stream socket",
             WakeKind::Unconnected => "a Unix stream socket that is not connected",
             WakeKind::Inet => "a socket of another address family",
@@ -142,6 +152,7 @@ pub(super) struct Setup {
 }
 
 /// What opening must give.
+#[derive(Clone)]
 pub(super) enum Expect {
     /// A valid ring: opening must succeed.
     Open,
@@ -152,6 +163,27 @@ pub(super) enum Expect {
     NotWakeSocket(&'static str),
     /// The header was scribbled: opened, or refused with a `Rejected`.
     OpenOrRejected,
+    /// Must be refused: the socket is not one of the ring's pair.
+    ForeignWake,
+    /// Must be refused: the socket is the ring's other end's.
+    WrongRole,
+    /// Must be refused: the header's indices are not a ring state.
+    BadIndices {
+        write: u64,
+        read: u64,
+        capacity: u64,
+    },
+}
+
+impl Expect {
+    /// Whether the header passes every check before its indices: opening
+    /// then refuses indices out of range first.
+    pub(super) fn header_valid(&self) -> bool {
+        matches!(
+            self,
+            Expect::Open | Expect::NotWakeSocket(_) | Expect::ForeignWake | Expect::WrongRole
+        )
+    }
 }
 
 impl Setup {
@@ -333,10 +365,12 @@ impl Setup {
                 matches!(e, Error::Rejected(Rejection::SizeMismatch { .. }))
             });
         }
-        if !self.wake.accepted() {
-            return Expect::NotWakeSocket(self.wake.found());
+        match self.wake {
+            WakeKind::Fresh => Expect::ForeignWake,
+            WakeKind::OtherEnd => Expect::WrongRole,
+            kind if !kind.accepted() => Expect::NotWakeSocket(kind.found()),
+            _ => Expect::Open,
         }
-        Expect::Open
     }
 
     /// The capacity a hand-made ring gets.
@@ -365,18 +399,16 @@ impl Setup {
         let cap = self.handmade_capacity(page);
         let data_offset = self.handmade_data_offset(page);
         let exact = data_offset + cap * self.ring_item.size();
-        let image = || header_image(self.ring_item, cap, data_offset, self.header_tag);
+        // The pair a hand-made ring records in its header; a ring the crate
+        // makes has its own.
+        let mut pair = Some(unix_pair(SocketType::STREAM));
+        let inodes = pair.as_ref().map_or([0; 2], |(a, b)| [inode(a), inode(b)]);
+        let image = || header_image(self.ring_item, cap, data_offset, self.header_tag, inodes);
         let required = 7;
-        let mut ring_wake = None;
         let memfd = match self.kind {
             MemfdKind::Ring | MemfdKind::Reopened(_) => {
                 let (memfd, sender_wake, receiver_wake) = self.crate_ring(page);
-                // The honest end gets its side's socket, the peer the other.
-                ring_wake = Some(if self.receiver {
-                    (receiver_wake, sender_wake)
-                } else {
-                    (sender_wake, receiver_wake)
-                });
+                pair = Some((sender_wake, receiver_wake));
                 self.pre_write(&memfd, cap);
                 match self.kind {
                     MemfdKind::Reopened(mode) => reopen(&memfd, mode),
@@ -411,6 +443,15 @@ impl Setup {
             MemfdKind::EventFd => eventfd(EventfdFlags::NONBLOCK),
             MemfdKind::Socket => socket(),
         };
+        // The honest end gets its side's socket, the peer the other.
+        let ring_wake = pair.map(|(sender, receiver)| {
+            if self.receiver {
+                (receiver, sender)
+            } else {
+                (sender, receiver)
+            }
+        });
+        let indices = header_indices(&memfd);
         let (wake, peer_end) = wake_fd(self.wake, &memfd, ring_wake);
         if self.nonblocking {
             // Not on every kind (an O_PATH memfd refuses), but on sockets.
@@ -466,6 +507,7 @@ impl Setup {
         };
         Built {
             fds,
+            indices,
             memfd_dup,
             peer,
             hung_up: self.wake == WakeKind::HungUp,
@@ -574,8 +616,30 @@ impl Setup {
     }
 }
 
+/// A socket's inode number, which the header records for each end.
+fn inode(fd: &OwnedFd) -> u64 {
+    rustix::fs::fstat(fd).expect("harness: fstat").st_ino
+}
+
+/// The write index, read index and capacity in the file's header, if it is
+/// long enough to have them.
+fn header_indices(fd: &OwnedFd) -> Option<[u64; 3]> {
+    let word = |offset: usize| {
+        let mut bytes = [0u8; 8];
+        let n = rustix::io::pread(fd, &mut bytes, offset as u64).ok()?;
+        (n == 8).then(|| u64::from_ne_bytes(bytes))
+    };
+    Some([word(WRITE_INDEX)?, word(READ_INDEX)?, word(CAPACITY)?])
+}
+
 /// A header describing a ring, as the creator writes it.
-fn header_image(item: ItemKind, capacity: u64, data_offset: u64, tag: u64) -> Vec<u8> {
+fn header_image(
+    item: ItemKind,
+    capacity: u64,
+    data_offset: u64,
+    tag: u64,
+    wake_inodes: [u64; 2],
+) -> Vec<u8> {
     let mut h = vec![0u8; HEADER_BYTES];
     h[MAGIC..MAGIC + 8].copy_from_slice(&fdring::MAGIC.to_ne_bytes());
     h[VERSION..VERSION + 4].copy_from_slice(&fdring::VERSION.to_ne_bytes());
@@ -584,6 +648,10 @@ fn header_image(item: ItemKind, capacity: u64, data_offset: u64, tag: u64) -> Ve
     h[CAPACITY..CAPACITY + 8].copy_from_slice(&capacity.to_ne_bytes());
     h[DATA_OFFSET..DATA_OFFSET + 8].copy_from_slice(&data_offset.to_ne_bytes());
     h[TYPE_TAG..TYPE_TAG + 8].copy_from_slice(&tag.to_ne_bytes());
+    for (i, inode) in wake_inodes.into_iter().enumerate() {
+        let at = WAKE_INODES + 8 * i;
+        h[at..at + 8].copy_from_slice(&inode.to_ne_bytes());
+    }
     h
 }
 
@@ -679,8 +747,8 @@ fn unix_pair(kind: SocketType) -> (OwnedFd, OwnedFd) {
 }
 
 /// The fd handed over as the wake-up socket, and the peer's end of its
-/// pair if it has one the peer keeps. `from_ring` is the crate's pair
-/// (the honest end's, the peer's) for a ring the crate made.
+/// pair if it has one the peer keeps. `from_ring` is the ring's pair (the
+/// honest end's, the peer's).
 fn wake_fd(
     kind: WakeKind,
     memfd: &OwnedFd,
@@ -689,14 +757,18 @@ fn wake_fd(
     let lone = |fd: OwnedFd| (fd, None);
     match kind {
         WakeKind::Real => {
-            let (ours, theirs) = from_ring.unwrap_or_else(|| unix_pair(SocketType::STREAM));
+            let (ours, theirs) = from_ring.expect("harness: the ring's pair");
             (ours, Some(theirs))
+        }
+        WakeKind::OtherEnd => {
+            let (ours, theirs) = from_ring.expect("harness: the ring's pair");
+            (theirs, Some(ours))
         }
         WakeKind::Fresh => {
             let (ours, theirs) = UnixStream::pair().expect("harness: socketpair");
             (ours.into(), Some(theirs.into()))
         }
-        WakeKind::HungUp => lone(unix_pair(SocketType::STREAM).0),
+        WakeKind::HungUp => lone(from_ring.expect("harness: the ring's pair").0),
         WakeKind::Datagram => lone(unix_pair(SocketType::DGRAM).0),
         WakeKind::SeqPacket => lone(unix_pair(SocketType::SEQPACKET).0),
         WakeKind::Unconnected => lone(
@@ -743,6 +815,8 @@ pub(super) struct PeerWake {
 pub(super) struct Built {
     /// The fds, or why `handoff::recv_fds` refused them.
     pub(super) fds: Result<Fds, Error>,
+    /// The header's write index, read index and capacity as handed over.
+    pub(super) indices: Option<[u64; 3]>,
     /// The harness's own dup of the memfd, to map it once an end opened.
     pub(super) memfd_dup: OwnedFd,
     pub(super) peer: PeerWake,
