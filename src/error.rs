@@ -164,6 +164,26 @@ pub enum Role {
     Receiver,
 }
 
+/// A field of the `service` negotiation; see [`Rejection::Mismatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Field {
+    /// The service protocol's version.
+    Version,
+    /// Items or frames.
+    Shape,
+    /// The end the taking side gets: 0 the sender, 1 the receiver.
+    End,
+    /// `size_of` the item type.
+    ItemSize,
+    /// `align_of` the item type.
+    ItemAlign,
+    /// The type tag.
+    TypeTag,
+    /// The frame alignment (frame rings only).
+    FrameAlign,
+}
+
 /// Why a memfd, a header or an fd was refused when opening or creating a
 /// ring. Each variant names the check that failed and, where there is one,
 /// the value found.
@@ -294,6 +314,36 @@ pub enum Rejection {
         read: u64,
         /// The ring's capacity.
         capacity: u64,
+    },
+    /// This side does not allow the process at the other end of a `service`
+    /// connection (its credentials come from the kernel, `SO_PEERCRED`).
+    PeerNotAllowed {
+        /// The peer's process id.
+        pid: u32,
+        /// The peer's user id.
+        uid: u32,
+        /// The peer's group id.
+        gid: u32,
+    },
+    /// The listener of a `service` refused this process, whose credentials
+    /// it saw as these.
+    RefusedByPeer {
+        /// This process's id, as the listener saw it.
+        pid: u32,
+        /// This process's user id, as the listener saw it.
+        uid: u32,
+        /// This process's group id, as the listener saw it.
+        gid: u32,
+    },
+    /// The two sides of a `service` connection disagree on a ring: what one
+    /// offered is not what the other expects.
+    Mismatch {
+        /// What they disagree on.
+        field: Field,
+        /// The offering side's value.
+        offered: u64,
+        /// The taking side's value.
+        expected: u64,
     },
     /// The wake-up socket is not one of the two made for this ring: the
     /// bundle mixes the memfd of one ring with the socket of another.
@@ -556,6 +606,45 @@ impl fmt::Display for Rejection {
                 "the header's write index {write} and read index {read} are not 0..={capacity} \
                  items apart (or the write index is past 2^62)"
             ),
+            Rejection::PeerNotAllowed { pid, uid, gid } => write!(
+                f,
+                "the peer process {pid} runs as uid {uid} gid {gid}, which this side does not \
+                 allow"
+            ),
+            Rejection::RefusedByPeer { pid, uid, gid } => write!(
+                f,
+                "the listener refused this process ({pid}, uid {uid} gid {gid}): its access \
+                 policy does not allow it"
+            ),
+            Rejection::Mismatch {
+                field,
+                offered,
+                expected,
+            } => {
+                let show = |value: u64| match field {
+                    Field::Shape if value == 0 => "items".to_owned(),
+                    Field::Shape if value == 1 => "frames".to_owned(),
+                    Field::End if value == 0 => "the sender".to_owned(),
+                    Field::End if value == 1 => "the receiver".to_owned(),
+                    Field::TypeTag => format!("{value:#x}"),
+                    _ => value.to_string(),
+                };
+                let what = match field {
+                    Field::Version => "service protocol version",
+                    Field::Shape => "ring of",
+                    Field::End => "end for the taker:",
+                    Field::ItemSize => "item size",
+                    Field::ItemAlign => "item alignment",
+                    Field::TypeTag => "type tag",
+                    Field::FrameAlign => "frame alignment",
+                };
+                write!(
+                    f,
+                    "the peer offered {what} {}, but the taking side expects {}",
+                    show(*offered),
+                    show(*expected)
+                )
+            }
             Rejection::ForeignWakeSocket { found } => write!(
                 f,
                 "the wake-up socket (inode {found}) belongs to another ring: the bundle mixes \
@@ -610,6 +699,7 @@ impl Rejection {
                 | Rejection::ItemAlign { .. }
                 | Rejection::TypeTag { .. }
                 | Rejection::WrongRole { .. }
+                | Rejection::Mismatch { .. }
         )
     }
 }
@@ -635,6 +725,9 @@ impl From<Error> for io::Error {
             Error::Timeout => io::ErrorKind::TimedOut,
             Error::Disconnected => io::ErrorKind::BrokenPipe,
             Error::Rejected(r) if r.is_caller_mistake() => io::ErrorKind::InvalidInput,
+            Error::Rejected(Rejection::PeerNotAllowed { .. } | Rejection::RefusedByPeer { .. }) => {
+                io::ErrorKind::PermissionDenied
+            }
             Error::Corrupted(_) | Error::Rejected(_) | Error::FrameAlign { .. } => {
                 io::ErrorKind::InvalidData
             }

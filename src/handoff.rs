@@ -203,29 +203,91 @@ fn take_inherited_fd(raw: RawFd) -> Option<OwnedFd> {
 /// # Ok::<(), fdring::Error>(())
 /// ```
 pub fn send_fds(socket: &UnixStream, fds: Fds) -> Result<(), Error> {
-    let borrowed = [fds.memfd.as_fd(), fds.wake.as_fd()];
+    send_message(socket, SOCKET_TAG, &[fds.memfd.as_fd(), fds.wake.as_fd()])
+}
+
+/// Sends `bytes` with `fds` (`SCM_RIGHTS`, none if empty) in one `sendmsg`,
+/// which a stream socket delivers whole to one `recvmsg` of at least as
+/// many bytes: the building block of [`send_fds`] and of the `service`
+/// protocol's messages.
+pub(crate) fn send_message(
+    socket: &UnixStream,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), Error> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(Error::io(
             "building the SCM_RIGHTS message",
             rustix::io::Errno::NOBUFS,
         ));
     }
-    let sent = rustix::net::sendmsg(
-        socket,
-        &[IoSlice::new(SOCKET_TAG)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )
-    .map_err(|e| Error::io("sending the fds over the socket", e))?;
-    if sent != SOCKET_TAG.len() {
+    let sent = loop {
+        match rustix::net::sendmsg(
+            socket,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other.map_err(|e| Error::io("sending over the socket", e))?,
+        }
+    };
+    if sent != bytes.len() {
         return Err(Error::io(
-            "sending the fds over the socket",
+            "sending over the socket",
             rustix::io::Errno::MSGSIZE,
         ));
     }
     Ok(())
+}
+
+/// One message taken by [`recv_message`].
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Bytes received: 0 if the peer closed the socket.
+    pub(crate) bytes: usize,
+    /// Every fd that came with them, close-on-exec.
+    pub(crate) fds: Vec<OwnedFd>,
+    /// More fds came than there was room for; those were closed.
+    pub(crate) truncated: bool,
+}
+
+/// Receives one message into `buf`, with the fds that came with it, as
+/// [`recv_fds`] says: waiting as the socket's timeout says (`Timeout` when
+/// it runs out), never for the rest of a short message.
+pub(crate) fn recv_message(socket: &UnixStream, buf: &mut [u8]) -> Result<Received, Error> {
+    // Room for more fds than any message carries, so that a message with
+    // too many is recognised (and its fds closed) rather than truncated.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    // No `MSG_WAITALL`: a message is sent whole with one `sendmsg`, so a
+    // short read is a peer that broke the protocol, and waiting for the
+    // rest would let it hang us.
+    let message = loop {
+        match rustix::net::recvmsg(
+            socket,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
+            other => break other.map_err(|e| Error::io("receiving over the socket", e))?,
+        }
+    };
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    Ok(Received {
+        bytes: message.bytes,
+        fds,
+        truncated: message.flags.contains(rustix::net::ReturnFlags::CTRUNC),
+    })
 }
 
 /// Receives fds sent with [`send_fds`], waiting for them.
@@ -255,39 +317,15 @@ pub fn send_fds(socket: &UnixStream, fds: Fds) -> Result<(), Error> {
 /// socket). `Io` if the socket fails.
 pub fn recv_fds(socket: &UnixStream) -> Result<Fds, Error> {
     let mut tag = [0u8; SOCKET_TAG.len()];
-    // Room for more fds than expected, so that a message with too many is
-    // recognised (and its fds closed) rather than truncated.
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    // No `MSG_WAITALL`: `send_fds` sends the tag and the fds in one
-    // message, which arrives whole, so a short read is a peer that broke
-    // the protocol, and waiting for the rest would let it hang us.
-    let message = loop {
-        match rustix::net::recvmsg(
-            socket,
-            &mut [IoSliceMut::new(&mut tag)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) => return Err(Error::Timeout),
-            other => break other.map_err(|e| Error::io("receiving fds over the socket", e))?,
-        }
-    };
-    let mut received: Vec<OwnedFd> = Vec::new();
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = message {
-            received.extend(fds);
-        }
-    }
+    let message = recv_message(socket, &mut tag)?;
     if message.bytes != SOCKET_TAG.len() || &tag != SOCKET_TAG {
         return Err(Rejection::BadHandoff(
             "the socket message is not an fdring hand-off (wrong bytes)".to_owned(),
         )
         .into());
     }
-    let truncated = message.flags.contains(rustix::net::ReturnFlags::CTRUNC);
-    let count = received.len();
+    let count = message.fds.len();
+    let truncated = message.truncated;
     let wrong_count = || {
         Rejection::BadHandoff(format!(
             "the socket message carried {count} fds{}, not exactly 2",
@@ -301,6 +339,6 @@ pub fn recv_fds(socket: &UnixStream) -> Result<Fds, Error> {
     if truncated {
         return Err(wrong_count().into());
     }
-    let [memfd, wake]: [OwnedFd; 2] = received.try_into().map_err(|_| wrong_count())?;
+    let [memfd, wake]: [OwnedFd; 2] = message.fds.try_into().map_err(|_| wrong_count())?;
     Ok(Fds { memfd, wake })
 }

@@ -35,6 +35,7 @@
 //! | `channel` | [`Sender`] and [`Receiver`] |
 //! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, latest-frame-wins |
 //! | [`handoff`] | moving the fds to another process |
+//! | [`service`] | unrelated processes finding each other by name, with access control and typed negotiation |
 //! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: [`Sender`] and [`Receiver`] as `mio` sources, and `AsyncSender` / `AsyncReceiver` on tokio's `AsyncFd` |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
@@ -60,6 +61,8 @@ pub mod handoff;
 #[cfg(not(loom))]
 mod memfd;
 #[cfg(not(loom))]
+pub mod service;
+#[cfg(not(loom))]
 mod signal;
 
 #[cfg(all(feature = "mio", not(loom)))]
@@ -69,7 +72,7 @@ pub mod tokio;
 
 #[cfg(not(loom))]
 pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
-pub use error::{Corruption, Error, Exhaustion, Rejection, Role};
+pub use error::{Corruption, Error, Exhaustion, Field, Rejection, Role};
 #[cfg(not(loom))]
 pub use frame::{Frame, FrameMut, FrameReceiver, FrameSender, FrameStats};
 pub use layout::{MAGIC, VERSION};

@@ -103,6 +103,11 @@ impl Builder {
         self
     }
 
+    /// The type tag set with [`type_tag`](Self::type_tag), if any.
+    pub(crate) fn tag(&self) -> Option<u64> {
+        self.type_tag
+    }
+
     /// Creates a ring in a new sealed memfd and returns its two ends.
     ///
     /// # Errors

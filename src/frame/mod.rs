@@ -38,6 +38,8 @@ mod sender;
 
 pub use receiver::{Frame, FrameReceiver};
 pub use sender::{FrameMut, FrameSender};
+// The alignment rule, for the `service` negotiation of frame rings.
+pub(crate) use record::check_align;
 
 use crate::channel::Stats;
 // Named in the documentation only.

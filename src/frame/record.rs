@@ -35,7 +35,7 @@ pub(super) fn round_up(value: usize, align: usize) -> usize {
     value.next_multiple_of(align)
 }
 
-pub(super) fn check_align(align: usize) {
+pub(crate) fn check_align(align: usize) {
     assert!(
         align.is_power_of_two() && (MIN_ALIGN..=MAX_ALIGN).contains(&align),
         "a frame alignment must be a power of two from {MIN_ALIGN} to {MAX_ALIGN}, not {align}"
