@@ -16,7 +16,8 @@
 //! use fdring::service::{self, Listener};
 //!
 //! // One process listens under a name...
-//! let listener = Listener::bind("doc-example-by-name")?;
+//! # let name = &format!("doc-example-{}", std::process::id());
+//! let listener = Listener::bind(name)?;
 //! let server = std::thread::spawn(move || -> Result<(), fdring::Error> {
 //!     let mut connection = listener.accept()?;
 //!     let mut rx = connection.take_receiver::<u64>(&fdring::Builder::new())?;
@@ -25,7 +26,7 @@
 //! });
 //! // ...any other process of the same user finds it by that name, makes a
 //! // ring and hands the listener its receiving end.
-//! let mut connection = service::connect("doc-example-by-name")?;
+//! let mut connection = service::connect(name)?;
 //! let mut tx = connection.offer_receiver::<u64>(&fdring::Builder::new().capacity(1024))?;
 //! tx.send(42)?;
 //! server.join().unwrap()?;
@@ -495,8 +496,9 @@ fn receive(stream: &UnixStream) -> Result<(Message, Vec<OwnedFd>), Error> {
 ///
 /// ```
 /// use fdring::service::{Access, Listener};
-/// let listener = Listener::bind("doc-listener")?.with_access(Access::same_user().allow_gid(0));
-/// assert_eq!(listener.address(), "@fdring:doc-listener");
+/// # let name = &format!("doc-listener-{}", std::process::id());
+/// let listener = Listener::bind(name)?.with_access(Access::same_user().allow_gid(0));
+/// assert_eq!(listener.address(), format!("@fdring:{name}"));
 /// // Nobody connected yet: nothing to accept, and no waiting.
 /// assert!(listener.try_accept()?.is_none());
 /// # Ok::<(), fdring::Error>(())
@@ -898,7 +900,8 @@ fn connect_addr(stream: &UnixStream, addr: &SocketAddr) -> Result<(), Errno> {
 /// use fdring::service::{self, Listener};
 /// use fdring::{Builder, Error, Field, Rejection};
 ///
-/// let listener = Listener::bind("doc-connection")?;
+/// # let name = &format!("doc-connection-{}", std::process::id());
+/// let listener = Listener::bind(name)?;
 /// let server = std::thread::spawn(move || -> Result<(), Error> {
 ///     let mut connection = listener.accept()?;
 ///     // Requests come in as u32, replies go out as u64.
@@ -908,7 +911,7 @@ fn connect_addr(stream: &UnixStream, addr: &SocketAddr) -> Result<(), Errno> {
 ///     replies.send(u64::from(n) * 2)?;
 ///     Ok(())
 /// });
-/// let mut connection = service::connect("doc-connection")?;
+/// let mut connection = service::connect(name)?;
 /// let mut requests = connection.offer_receiver::<u32>(&Builder::new().capacity(512))?;
 /// // Expecting u32 replies where the server offers u64: refused, on both sides.
 /// let refused = connection.take_receiver::<u32>(&Builder::new()).unwrap_err();
