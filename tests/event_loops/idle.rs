@@ -13,7 +13,7 @@ use fdring::{Error, Liveness, Receiver};
 use mio::{Events, Interest, Poll};
 
 /// This thread's CPU time.
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
@@ -21,7 +21,7 @@ fn thread_cpu_time() -> Duration {
 /// The longest CPU time a loop thread may use while it waits a second for
 /// an idle peer: far above the few microseconds of one wake-up, far below
 /// a spin (a spinning thread would use the whole second).
-const IDLE_CPU_LIMIT: Duration = Duration::from_millis(20);
+pub(crate) const IDLE_CPU_LIMIT: Duration = Duration::from_millis(20);
 
 /// An idle child keeps a ring open (and is watched through a pidfd too)
 /// for a second, after one item that woke the loop: the mio loop thread

@@ -3,14 +3,15 @@
 //! a peer's close and a killed child delivered as events, the peer's
 //! liveness fd registered too, 256 rings from 4 children served fairly by
 //! one `mio::Poll`, cancellation of pending tokio futures without loss,
-//! `AsyncRead`/`AsyncWrite`, and loops that use no CPU while idle.
+//! `AsyncRead`/`AsyncWrite`, loops that use no CPU while idle, and all of
+//! that for the frame ends too.
 //!
 //! The children are this test binary run again (`child_entry`), with the
 //! rings inherited (`handoff::inherit`).
 //!
 //! One file per idea: `peers` (the child roles several tests share),
 //! `runtimes` (driving mio and tokio), `mio_readiness`, `fan_in`,
-//! `tokio_futures`, `membarrier` and `idle`.
+//! `tokio_futures`, `membarrier`, `idle` and `frames`.
 //!
 //! `FDRING_EDGE_CYCLES` sets the number of edge-triggered cycles (10^6 by
 //! default, for mio and for tokio).
@@ -21,6 +22,7 @@ mod common;
 mod raw;
 
 mod fan_in;
+mod frames;
 mod idle;
 mod membarrier;
 mod mio_readiness;
@@ -56,6 +58,13 @@ fn child_entry() {
         "bytes_sink" => tokio_futures::role_bytes_sink(),
         "bytes_source" => tokio_futures::role_bytes_source(),
         "recv_without_membarrier" => membarrier::role_recv_without_membarrier(),
+        "frames_mio_sink" => frames::role_frames_mio_sink(),
+        "frames_tokio_sink" => frames::role_frames_tokio_sink(),
+        "frames_send" => frames::role_frames_send(),
+        "frames_recv" => frames::role_frames_recv(),
+        "frames_idle" => frames::role_frames_idle(),
+        "frames_idle_then_recv" => frames::role_frames_idle_then_recv(),
+        "recv_frame_without_membarrier" => frames::role_recv_frame_without_membarrier(),
         other => panic!("unknown child role {other}"),
     }
 }

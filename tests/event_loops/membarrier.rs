@@ -12,16 +12,16 @@ use crate::raw;
 use crate::runtimes::{current_thread_runtime, RING};
 use fdring::mio::EventLoopExt;
 use fdring::tokio::AsyncReceiver;
-use fdring::{channel, handoff, Error, Receiver};
+use fdring::{channel, handoff, Error, Fds, Receiver};
 use mio::{Events, Interest, Poll};
 
 /// How the child of the `membarrier` tests waits: `blocking`, `tokio` or
 /// `mio`.
-const WAIT_ENV: &str = "FDRING_TEST_WAIT";
+pub(crate) const WAIT_ENV: &str = "FDRING_TEST_WAIT";
 
 /// Installs a seccomp filter on every thread of this process that makes
 /// `membarrier` fail with `EPERM`, as a strict sandbox would.
-fn forbid_membarrier() {
+pub(crate) fn forbid_membarrier() {
     use libc::{sock_filter, sock_fprog};
     let op = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
         code: code as u16,
@@ -114,34 +114,56 @@ pub(crate) fn role_recv_without_membarrier() {
 /// anyway: its sleeps are bounded by `poll_timeout()`, because a
 /// light-publishing peer's wake-up can be lost to it.
 fn a_receiver_without_membarrier_sees_an_item_published_silently(wait: &str) {
+    let (tx, rx) = channel::<u64>(512).expect("channel");
+    let got = publish_silently_to_a_child_without_membarrier(
+        "recv_without_membarrier",
+        wait,
+        rx.into_fds().expect("into_fds"),
+        tx.into_fds().expect("into_fds"),
+        |raw| {
+            raw.put(0, 42);
+            1
+        },
+    );
+    assert_eq!(got, "got Ok(42)", "a {wait} wait missed the item");
+}
+
+/// Spawns `role`, which forbids itself `membarrier` and waits on the
+/// receiving end `theirs` as `wait` says; once it has armed, writes into
+/// the ring through `ours` (the sender's fds, kept open so that the child
+/// sees no hang-up and no close, but never written to: no wake-up will
+/// come) with `publish`, which returns the new write index, and publishes
+/// that. Returns the child's "got" line, which must come within `NOTICE`.
+pub(crate) fn publish_silently_to_a_child_without_membarrier(
+    role: &str,
+    wait: &str,
+    theirs: Fds,
+    ours: Fds,
+    publish: impl FnOnce(&raw::Raw) -> u64,
+) -> String {
     assert_eq!(
         fdring::poll_timeout(),
         None,
         "this process can call membarrier"
     );
-    let (tx, rx) = channel::<u64>(512).expect("channel");
-    let fds = rx.into_fds().expect("into_fds");
-    let mut child = ChildProc::spawn("recv_without_membarrier", |command| {
-        handoff::inherit(command, RING_ENV, fds);
+    let mut child = ChildProc::spawn(role, |command| {
+        handoff::inherit(command, RING_ENV, theirs);
         command.env(WAIT_ENV, wait);
     });
     let ready = child.expect_line("ready", HANG);
     assert_eq!(ready, "ready timeout=Some(1ms)");
-    // The sender's fds, kept open (the child sees no hang-up, no close)
-    // but never written to: no wake-up will come.
-    let fds = tx.into_fds().expect("into_fds");
-    let raw = raw::Raw::map(&fds.memfd);
+    let raw = raw::Raw::map(&ours.memfd);
     let deadline = Instant::now() + HANG;
     while raw.u32_at(raw::CONSUMER_ARMED).load(Ordering::SeqCst) == 0 {
         assert!(Instant::now() < deadline, "the child never armed");
         thread::sleep(Duration::from_millis(1));
     }
-    raw.put(0, 42);
-    raw.write_index().store(1, Ordering::Release);
+    let write_index = publish(&raw);
+    raw.write_index().store(write_index, Ordering::Release);
     let got = child.expect_line("got", NOTICE);
-    assert_eq!(got, "got Ok(42)", "a {wait} wait missed the item");
     child.finish();
-    drop(fds);
+    drop(ours);
+    got
 }
 
 #[test]
