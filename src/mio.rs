@@ -1,15 +1,17 @@
-//! `mio` support (cargo feature `mio`): [`Sender`] and [`Receiver`] are
-//! [`mio::event::Source`]s, and [`EventLoopExt`] gives
-//! their `try_` calls the contract of a non-blocking socket.
+//! `mio` support (cargo feature `mio`): [`Sender`], [`Receiver`],
+//! [`FrameSender`] and [`FrameReceiver`] are [`mio::event::Source`]s, and
+//! [`EventLoopExt`] gives their `try_` calls the contract of a
+//! non-blocking socket.
 //!
 //! This module owns the mapping from an end to the fds an event loop
-//! watches. It knows `channel`'s public API and `mio`; nothing of the ring,
-//! the header or the wake-up protocol beyond `prepare_wait`.
+//! watches. It knows the public API of `channel` and `frame`, and `mio`;
+//! nothing of the ring, the header or the wake-up protocol beyond
+//! `prepare_wait`.
 //!
 //! # What an event means
 //!
 //! Registering an end registers its wake-up socket (see [`AsFd`] on
-//! [`Sender`] and [`Receiver`]) and, if the end watches its peer
+//! each end) and, if the end watches its peer
 //! ([`Receiver::watch_peer`]), the [`Liveness`] fd too, both under the
 //! token you give and always for *readable*: the peer sends a byte to
 //! wake this end, and a dead peer is a hang-up (read-closed) on one of
@@ -105,35 +107,101 @@
 //! `examples/fan_in.rs` does this for 256 rings, and `docs/event-loops.md`
 //! explains it.
 //!
+//! # Frames
+//!
+//! A [`FrameSender`] or a [`FrameReceiver`] registers exactly what the
+//! [`Sender`] or [`Receiver`] under it would, and keeps the same contract:
+//! a receiver's "would block" (`Empty`) arms for the next frame, a
+//! sender's (`Full`) arms for room for the frame it could not send, so
+//! the fd becomes readable when a retry may fit it. One release by the
+//! receiver may not free room enough: the retry then returns `Full` again,
+//! armed again. Here both ends of one frame ring are served by one loop on
+//! one thread (in real use they are in two processes):
+//!
+//! ```
+//! use fdring::mio::EventLoopExt;
+//! use fdring::{Error, FrameReceiver, FrameSender};
+//! use mio::{Events, Interest, Poll, Token};
+//!
+//! const TX: Token = Token(0);
+//! const RX: Token = Token(1);
+//! const FRAMES: u64 = 1000;
+//!
+//! let (tx, rx) = fdring::channel::<u8>(16 * 1024)?;
+//! let (mut tx, mut rx) = (FrameSender::new(tx), FrameReceiver::new(rx));
+//! let mut poll = Poll::new()?;
+//! poll.registry().register(&mut tx, TX, Interest::WRITABLE)?;
+//! poll.registry().register(&mut rx, RX, Interest::READABLE)?;
+//! let mut events = Events::with_capacity(16);
+//! let (mut sent, mut received) = (0u64, 0u64);
+//! while received < FRAMES {
+//!     // Frames of 1 to 5000 bytes, until one finds no room: armed.
+//!     while sent < FRAMES {
+//!         let len = 1 + (sent as usize * 997) % 5000;
+//!         let got = tx.try_or_arm(|tx| {
+//!             tx.try_send_frame_with(len, |frame| {
+//!                 frame.fill(sent as u8);
+//!                 frame.set_tag(sent);
+//!                 len
+//!             })
+//!         });
+//!         match got {
+//!             Ok(_) => sent += 1,
+//!             Err(Error::Full) => break,
+//!             Err(e) => return Err(e.into()),
+//!         }
+//!     }
+//!     // Every ready frame, until none is: armed.
+//!     loop {
+//!         match rx.try_or_arm(|rx| rx.try_recv_frame_with(|frame| frame.tag())) {
+//!             Ok(tag) => {
+//!                 assert_eq!(tag, received);
+//!                 received += 1;
+//!             }
+//!             Err(Error::Empty) => break,
+//!             Err(e) => return Err(e.into()),
+//!         }
+//!     }
+//!     if received < FRAMES {
+//!         // Both armed (or the sender done): sleep until an event.
+//!         poll.poll(&mut events, fdring::poll_timeout())?;
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Without the helper, a frame sender's `Full` arm reads
+//! `Err(Error::Full) => if tx.prepare_wait(len)? { break },` with the
+//! length of the frame that did not fit.
+//!
 //! # Rules
 //!
 //! - Register an end in one `Poll` at a time, and deregister it before
-//!   [`Receiver::into_fds`] (a registration lives as long as some fd
-//!   refers to the socket, and `into_fds` keeps one).
+//!   `into_fds` ([`Receiver::into_fds`] and the like: a registration
+//!   lives as long as some fd refers to the socket, and `into_fds` keeps
+//!   one).
 //! - Call `watch_peer` before `register` (or `reregister` after it), so
 //!   that the liveness fd is registered too.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use ::mio::event::Source;
 use ::mio::unix::SourceFd;
 use ::mio::{Interest, Registry, Token};
 use bytemuck::Pod;
 
-use crate::{Error, Liveness, Receiver, Sender};
-
-/// How many times [`EventLoopExt::try_or_arm`] retries while
-/// `prepare_wait` keeps returning `Ok(false)` without the `try_` call
-/// making progress. With an honest peer one retry always settles it; only
-/// a peer flooding the wake-up socket gets here, and it must not keep the
-/// loop from serving every other source.
-const MAX_ATTEMPTS: u32 = 8;
+use crate::event_loop::{LoopEnd, MAX_ATTEMPTS};
+use crate::{Error, FrameReceiver, FrameSender, Receiver, Sender};
+// Named in the documentation only.
+#[cfg(doc)]
+use crate::Liveness;
 
 /// The non-blocking-socket contract for the `try_` calls of an end served
 /// from an event loop: "would block" arms.
 ///
-/// Implemented for [`Sender`] and [`Receiver`]; sealed.
+/// Implemented for [`Sender`], [`Receiver`], [`FrameSender`] and
+/// [`FrameReceiver`]; sealed.
 pub trait EventLoopExt: sealed::Sealed {
     /// Runs `op`, a `try_` call on this end; if it returns `Empty` or
     /// `Full`, arms the end with `prepare_wait` and returns that error, or,
@@ -142,6 +210,11 @@ pub trait EventLoopExt: sealed::Sealed {
     /// So `Empty` / `Full` from this call means: the end is armed, and its
     /// fd (and liveness fd, if watched) will become readable when a retry
     /// can make progress. Every other result is `op`'s.
+    ///
+    /// A [`FrameSender`] arms for room for the frame `op` had no room for
+    /// ([`FrameSender::prepare_wait`] with that frame's length), so `op`
+    /// may send frames of any length; a [`FrameReceiver`] arms for the
+    /// next frame.
     ///
     /// A peer that floods the wake-up socket can keep `prepare_wait`
     /// returning `Ok(false)`; after a few attempts this call then returns
@@ -170,6 +243,20 @@ pub trait EventLoopExt: sealed::Sealed {
     /// assert_eq!(tx.try_or_arm(|tx| Sender::try_send_slice(tx, &[1, 2])), Err(Error::Full));
     /// # Ok::<(), fdring::Error>(())
     /// ```
+    ///
+    /// The same for frames:
+    ///
+    /// ```
+    /// use fdring::mio::EventLoopExt;
+    /// use fdring::{Error, FrameSender};
+    ///
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = FrameSender::new(tx);
+    /// tx.try_or_arm(|tx| tx.try_send_frame(1, &[0; 3000]))?;
+    /// // No room for a second such frame: armed for room for 3000 bytes.
+    /// assert_eq!(tx.try_or_arm(|tx| tx.try_send_frame(2, &[0; 3000])), Err(Error::Full));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
     fn try_or_arm<R, F>(&mut self, op: F) -> Result<R, Error>
     where
         F: FnMut(&mut Self) -> Result<R, Error>;
@@ -177,14 +264,11 @@ pub trait EventLoopExt: sealed::Sealed {
 
 mod sealed {
     pub trait Sealed {}
-    impl<T: bytemuck::Pod> Sealed for crate::Sender<T> {}
-    impl<T: bytemuck::Pod> Sealed for crate::Receiver<T> {}
 }
 
-/// The shared body of `try_or_arm`: `prepare` is the end's `prepare_wait`.
-fn try_or_arm<E, R>(
+/// The body of every `try_or_arm`.
+fn try_or_arm<E: LoopEnd, R>(
     end: &mut E,
-    prepare: fn(&mut E) -> Result<bool, Error>,
     mut op: impl FnMut(&mut E) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let mut attempts = 0;
@@ -192,7 +276,7 @@ fn try_or_arm<E, R>(
         match op(end) {
             Err(would_block @ (Error::Empty | Error::Full)) => {
                 attempts += 1;
-                if prepare(end)? || attempts >= MAX_ATTEMPTS {
+                if end.arm()? || attempts >= MAX_ATTEMPTS {
                     return Err(would_block);
                 }
             }
@@ -201,35 +285,12 @@ fn try_or_arm<E, R>(
     }
 }
 
-impl<T: Pod> EventLoopExt for Sender<T> {
-    fn try_or_arm<R, F>(&mut self, op: F) -> Result<R, Error>
-    where
-        F: FnMut(&mut Self) -> Result<R, Error>,
-    {
-        try_or_arm(self, Sender::prepare_wait, op)
-    }
-}
-
-impl<T: Pod> EventLoopExt for Receiver<T> {
-    fn try_or_arm<R, F>(&mut self, op: F) -> Result<R, Error>
-    where
-        F: FnMut(&mut Self) -> Result<R, Error>,
-    {
-        try_or_arm(self, Receiver::prepare_wait, op)
-    }
-}
-
 /// Registers the wake-up socket and the liveness fd, if any, under
 /// `token`, for readable. On error nothing stays registered.
-fn register(
-    registry: &Registry,
-    token: Token,
-    wake: BorrowedFd<'_>,
-    peer: Option<&Liveness>,
-) -> io::Result<()> {
-    let wake = wake.as_raw_fd();
+fn register(registry: &Registry, token: Token, end: &impl LoopEnd) -> io::Result<()> {
+    let wake = end.as_fd().as_raw_fd();
     SourceFd(&wake).register(registry, token, Interest::READABLE)?;
-    if let Some(peer) = peer {
+    if let Some(peer) = end.peer_liveness() {
         let peer = peer.as_fd().as_raw_fd();
         if let Err(e) = SourceFd(&peer).register(registry, token, Interest::READABLE) {
             let _ = SourceFd(&wake).deregister(registry);
@@ -241,15 +302,10 @@ fn register(
 
 /// Moves both registrations to `token`; a liveness watched since the
 /// registration is registered now.
-fn reregister(
-    registry: &Registry,
-    token: Token,
-    wake: BorrowedFd<'_>,
-    peer: Option<&Liveness>,
-) -> io::Result<()> {
-    let wake = wake.as_raw_fd();
+fn reregister(registry: &Registry, token: Token, end: &impl LoopEnd) -> io::Result<()> {
+    let wake = end.as_fd().as_raw_fd();
     SourceFd(&wake).reregister(registry, token, Interest::READABLE)?;
-    if let Some(peer) = peer {
+    if let Some(peer) = end.peer_liveness() {
         let peer = peer.as_fd().as_raw_fd();
         match SourceFd(&peer).reregister(registry, token, Interest::READABLE) {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
@@ -263,14 +319,10 @@ fn reregister(
 
 /// Removes both registrations. A liveness that was never registered
 /// (watched after `register`) is not an error.
-fn deregister(
-    registry: &Registry,
-    wake: BorrowedFd<'_>,
-    peer: Option<&Liveness>,
-) -> io::Result<()> {
-    let wake = wake.as_raw_fd();
+fn deregister(registry: &Registry, end: &impl LoopEnd) -> io::Result<()> {
+    let wake = end.as_fd().as_raw_fd();
     let result = SourceFd(&wake).deregister(registry);
-    if let Some(peer) = peer {
+    if let Some(peer) = end.peer_liveness() {
         let peer = peer.as_fd().as_raw_fd();
         match SourceFd(&peer).deregister(registry) {
             Err(e) if e.raw_os_error() != Some(rustix::io::Errno::NOENT.raw_os_error()) => {
@@ -283,35 +335,64 @@ fn deregister(
     result
 }
 
-/// Registers the sender's wake-up socket and its watched liveness, for
-/// readable whatever `interests` says: an event means "retry", see the
-/// [module documentation](self).
-impl<T: Pod> Source for Sender<T> {
-    fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        register(registry, token, self.as_fd(), self.peer_liveness())
-    }
+/// Makes an end a [`Source`] (its wake-up socket and watched liveness, for
+/// readable whatever the `interests`) and gives it [`EventLoopExt`]: the
+/// same registrations and the same contract for every end.
+macro_rules! loop_end {
+    ($(#[$doc:meta])* impl<$($param:ident: $bound:ident),*> for $end:ty) => {
+        $(#[$doc])*
+        impl<$($param: $bound),*> Source for $end {
+            fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+                register(registry, token, self)
+            }
 
-    fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        reregister(registry, token, self.as_fd(), self.peer_liveness())
-    }
+            fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+                reregister(registry, token, self)
+            }
 
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        deregister(registry, self.as_fd(), self.peer_liveness())
-    }
+            fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+                deregister(registry, self)
+            }
+        }
+
+        impl<$($param: $bound),*> EventLoopExt for $end {
+            fn try_or_arm<R, F>(&mut self, op: F) -> Result<R, Error>
+            where
+                F: FnMut(&mut Self) -> Result<R, Error>,
+            {
+                try_or_arm(self, op)
+            }
+        }
+
+        impl<$($param: $bound),*> sealed::Sealed for $end {}
+    };
 }
 
-/// Registers the receiver's wake-up socket and its watched liveness, for
-/// readable: an event means "retry", see the [module documentation](self).
-impl<T: Pod> Source for Receiver<T> {
-    fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        register(registry, token, self.as_fd(), self.peer_liveness())
-    }
+loop_end! {
+    /// Registers the sender's wake-up socket and its watched liveness, for
+    /// readable whatever `interests` says: an event means "retry", see the
+    /// [module documentation](self).
+    impl<T: Pod> for Sender<T>
+}
 
-    fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        reregister(registry, token, self.as_fd(), self.peer_liveness())
-    }
+loop_end! {
+    /// Registers the receiver's wake-up socket and its watched liveness, for
+    /// readable: an event means "retry", see the [module documentation](self).
+    impl<T: Pod> for Receiver<T>
+}
 
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        deregister(registry, self.as_fd(), self.peer_liveness())
-    }
+loop_end! {
+    /// Registers the frame sender's wake-up socket and its watched
+    /// liveness, for readable, as a [`Sender`]'s: an event means "retry"
+    /// (one release by the receiver may not have freed room enough for
+    /// the frame; `try_or_arm` then arms again), see the
+    /// [module documentation](self#frames).
+    impl<> for FrameSender
+}
+
+loop_end! {
+    /// Registers the frame receiver's wake-up socket and its watched
+    /// liveness, for readable, as a [`Receiver`]'s: an event means "retry",
+    /// see the [module documentation](self#frames).
+    impl<> for FrameReceiver
 }

@@ -259,6 +259,24 @@ impl FrameReceiver {
         self.rx.watch_peer(liveness);
     }
 
+    /// The liveness watched by [`watch_peer`](Self::watch_peer), if any:
+    /// register its fd in an event loop next to this end's (the `mio` and
+    /// `tokio` adapters do) to learn of the sender's death; see
+    /// [`Receiver::peer_liveness`].
+    ///
+    /// ```
+    /// let (_tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let mut rx = fdring::FrameReceiver::new(rx);
+    /// assert!(rx.peer_liveness().is_none());
+    /// let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// rx.watch_peer(fdring::Liveness::socket(ours));
+    /// assert!(rx.peer_liveness().is_some());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn peer_liveness(&self) -> Option<&Liveness> {
+        self.rx.peer_liveness()
+    }
+
     /// Gives up this end as fds; see [`Receiver::into_fds`].
     ///
     /// # Errors
@@ -280,6 +298,11 @@ impl FrameReceiver {
     /// `try_` call returned `Empty`; see [`Receiver::prepare_wait`]. The
     /// sender publishes whole frames, so "a byte is ready" is "a frame is
     /// ready".
+    ///
+    /// With the cargo feature `mio`, a `FrameReceiver` is a
+    /// `mio::event::Source`, and `fdring::mio::EventLoopExt::try_or_arm`
+    /// calls this for you; with `tokio`, see
+    /// `fdring::tokio::AsyncFrameReceiver`.
     ///
     /// # Errors
     ///

@@ -174,6 +174,9 @@ pub struct FrameSender {
     tx: Sender<u8>,
     align: usize,
     max_frame_len: usize,
+    /// The length of the last frame a `try_` call had no room for: what
+    /// an event-loop adapter arms for after that `Full`.
+    refused_len: usize,
     stats: FrameStats,
 }
 
@@ -239,6 +242,7 @@ impl FrameSender {
             tx,
             align,
             max_frame_len,
+            refused_len: 0,
             stats: FrameStats::default(),
         }
     }
@@ -327,6 +331,24 @@ impl FrameSender {
         self.tx.watch_peer(liveness);
     }
 
+    /// The liveness watched by [`watch_peer`](Self::watch_peer), if any:
+    /// register its fd in an event loop next to this end's (the `mio` and
+    /// `tokio` adapters do) to learn of the receiver's death; see
+    /// [`Sender::peer_liveness`].
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// assert!(tx.peer_liveness().is_none());
+    /// let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// tx.watch_peer(fdring::Liveness::socket(ours));
+    /// assert!(tx.peer_liveness().is_some());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn peer_liveness(&self) -> Option<&Liveness> {
+        self.tx.peer_liveness()
+    }
+
     /// Prepares to wait on this end's fd ([`AsFd`]) in your own event loop
     /// until there is room for a frame of `len` bytes, after a `try_` call
     /// returned `Full`: the contract of [`Sender::prepare_wait`], with
@@ -337,6 +359,11 @@ impl FrameSender {
     /// enough), closes, breaks the protocol or dies. `Ok(false)` if there
     /// is room already or the receiver is gone: retry instead of waiting.
     /// Pass [`crate::poll_timeout()`] as the poller's timeout.
+    ///
+    /// With the cargo feature `mio`, a `FrameSender` is a
+    /// `mio::event::Source`, and `fdring::mio::EventLoopExt::try_or_arm`
+    /// calls this with the length of the frame its `try_` call had no room
+    /// for; with `tokio`, `fdring::tokio::AsyncFrameSender` waits so.
     ///
     /// # Errors
     ///
@@ -374,6 +401,15 @@ impl FrameSender {
             return Err(too_large(len, self.max_frame_len));
         }
         self.tx.prepare_wait_min(record_room(len, self.align))
+    }
+
+    /// [`prepare_wait`](Self::prepare_wait) for the frame the last `try_`
+    /// call had no room for (an empty frame if none had): what "would
+    /// block" arms for in the event-loop adapters, whose `try_` calls are
+    /// closures that this end cannot look into.
+    #[cfg(any(feature = "mio", feature = "tokio"))]
+    pub(crate) fn prepare_wait_for_refused(&mut self) -> Result<bool, Error> {
+        self.prepare_wait(self.refused_len)
     }
 
     /// Gives up this end as fds, to be opened again elsewhere as a
@@ -636,16 +672,22 @@ impl FrameSender {
         let write = |free: &mut [MaybeUninit<u8>]| {
             write_frame(free, len, align, &mut fill, &mut attempt, &mut tag)
         };
-        self.tx
-            .send_with_min(record_room(len, align), wait, write)?;
-        match attempt {
-            Attempt::Sent(committed) => {
+        let sent = self.tx.send_with_min(record_room(len, align), wait, write);
+        match (sent, attempt) {
+            (Ok(_), Attempt::Sent(committed)) => {
                 self.stats.frames += 1;
                 self.stats.bytes += committed as u64;
                 Ok(committed)
             }
-            Attempt::Misaligned => Err(misaligned()),
-            Attempt::NoRoom => Err(Error::Full),
+            (Ok(_), Attempt::Misaligned) => Err(misaligned()),
+            // Too few free bytes for the record (the channel's `Full`), or
+            // its room taken by padding: arm for this frame if it comes to
+            // waiting in an event loop.
+            (Ok(_), Attempt::NoRoom) | (Err(Error::Full), _) => {
+                self.refused_len = len;
+                Err(Error::Full)
+            }
+            (Err(e), _) => Err(e),
         }
     }
 }
@@ -733,6 +775,7 @@ impl fmt::Debug for FrameSender {
             .field("tx", &self.tx)
             .field("align", &self.align)
             .field("max_frame_len", &self.max_frame_len)
+            .field("refused_len", &self.refused_len)
             .field("stats", &self.stats)
             .finish()
     }

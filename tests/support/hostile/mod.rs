@@ -88,7 +88,7 @@ use script::{ItemKind, Script};
 use session::session;
 use setup::Setup;
 
-// One level up: `tests/hostile_peer.rs` and `tests/event_loops.rs` include
+// One level up: `tests/hostile_peer.rs` and `tests/event_loops/main.rs` include
 // it too.
 #[path = "../raw.rs"]
 mod raw;

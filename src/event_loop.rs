@@ -1,0 +1,73 @@
+//! What the event-loop adapters (`mio`, `tokio`) need from an end, so that
+//! one registration and one readiness loop serve the item ends and the
+//! frame ends alike: the wake-up socket to watch, the peer's liveness to
+//! watch next to it, and arming after "would block".
+//!
+//! This module owns that mapping and nothing else. It knows the public
+//! API of `channel` and `frame` (plus the frame sender's memory of the
+//! frame it last had no room for); nothing of the ring or the protocol.
+
+use std::os::fd::AsFd;
+
+use bytemuck::Pod;
+
+use crate::{Error, FrameReceiver, FrameSender, Liveness, Receiver, Sender};
+
+/// How many times an adapter retries while `arm` keeps returning
+/// `Ok(false)` without the `try_` call making progress. With an honest
+/// peer one retry always settles it; only a peer flooding the wake-up
+/// socket gets here, and it must not keep the loop (or the task's worker)
+/// from serving everything else.
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
+
+/// An end an event loop serves. Its fd ([`AsFd`]) is its wake-up socket.
+pub(crate) trait LoopEnd: AsFd {
+    /// Arms the end after a `try_` call returned `Empty` or `Full`: the
+    /// end's `prepare_wait`, waiting for what that call lacked. `Ok(true)`:
+    /// the fd becomes readable when a retry can make progress; `Ok(false)`:
+    /// retry now.
+    fn arm(&mut self) -> Result<bool, Error>;
+
+    /// The peer's liveness the end watches, if any: watched next to the
+    /// wake-up socket.
+    fn peer_liveness(&self) -> Option<&Liveness>;
+}
+
+impl<T: Pod> LoopEnd for Sender<T> {
+    fn arm(&mut self) -> Result<bool, Error> {
+        self.prepare_wait()
+    }
+    fn peer_liveness(&self) -> Option<&Liveness> {
+        Sender::peer_liveness(self)
+    }
+}
+
+impl<T: Pod> LoopEnd for Receiver<T> {
+    fn arm(&mut self) -> Result<bool, Error> {
+        self.prepare_wait()
+    }
+    fn peer_liveness(&self) -> Option<&Liveness> {
+        Receiver::peer_liveness(self)
+    }
+}
+
+/// A frame sender's "would block" is "no room for *this* frame": it arms
+/// for room for the frame its last `try_` call had no room for.
+impl LoopEnd for FrameSender {
+    fn arm(&mut self) -> Result<bool, Error> {
+        self.prepare_wait_for_refused()
+    }
+    fn peer_liveness(&self) -> Option<&Liveness> {
+        FrameSender::peer_liveness(self)
+    }
+}
+
+/// Frames are published whole: "a byte is ready" is "a frame is ready".
+impl LoopEnd for FrameReceiver {
+    fn arm(&mut self) -> Result<bool, Error> {
+        self.prepare_wait()
+    }
+    fn peer_liveness(&self) -> Option<&Liveness> {
+        FrameReceiver::peer_liveness(self)
+    }
+}
