@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fdring::{Builder, Sender, DEFAULT_SPIN};
 
+use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
 use crate::floors::{floor_pingpong, floor_ring_pingpong, floor_stream};
 use crate::frames::{frame_cases, with_video_peers, VIDEO_GOALS};
 use crate::many_rings::{many_rings, MANY_BATCH};
@@ -227,5 +228,16 @@ pub fn cases(quick: bool) -> Vec<Case> {
         },
     ];
     cases.extend(frame_cases(quick, base));
+    cases.push(Case {
+        // BENCHMARKS.md sets no goal for it: only the rows.
+        name: "connect_latency",
+        cfg: Cfg {
+            n: q(200, 1000),
+            ..base
+        },
+        metrics: &[P50_US, P99_US],
+        contenders: vec![("fdring", fdring_connects), ("UnixStream", unix_connects)],
+        goals: &[],
+    });
     cases
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use fdring::{handoff, Builder, FrameReceiver};
 use shmem_ipc::sharedring;
 
+use crate::connect::{serve_fdring, serve_unix};
 use crate::data::{pingpong_side, rx_side};
 use crate::floors::{Floor, FloorPair, Line, Shm};
 use crate::frames::{Packets, Prefixed, FRAME_ALIGN};
@@ -53,6 +54,8 @@ pub fn play(role: &str, c: &Cfg) -> Res<Run> {
     let gate = Gate::Child;
     match role {
         "fdring" => rx_side(builder.open_receiver::<u64>(ring(0)?)?, c, gate),
+        "connect-fdring" => serve_fdring(c, builder, gate),
+        "connect-unix" => serve_unix(c, gate),
         "fdring-many" => {
             let rings = (0..MANY_RINGS)
                 .map(|i| Ok(builder.open_receiver::<u64>(ring(i)?)?))

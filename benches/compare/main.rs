@@ -11,8 +11,9 @@
 //! wrong data is reported FAILED, not timed. Contenders run interleaved
 //! round by round (A B C A B C ...), and the table quotes the median. Two
 //! processes are this binary run again with `--role NAME`: the parent (core
-//! 0) produces or pings, the child (core 1) consumes or pongs, and fdring's
-//! fds reach it through `handoff::inherit` as in `examples/demo.rs`.
+//! 0) produces, pings or connects, the child (core 1) consumes, pongs or
+//! listens, and fdring's fds reach it through `handoff::inherit` as in
+//! `examples/demo.rs`.
 //! Thread-only peers run between two threads pinned the same way, and so
 //! does fdring next to them ("fdring/threads").
 //!
@@ -32,6 +33,7 @@
 //! | `floors` | the least code that could do the job: bare SPSC, cache line, `memcpy` |
 //! | `peers` | the other crates and the kernel's own transports |
 //! | `many_rings` | one consumer thread serving many rings through `mio` |
+//! | `connect` | `connect_latency`: a service found by name, to the first item |
 //! | `frames` | the frame layer and its peers, and the frame cases |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
 //! | `report` | running a case round by round, the table, the goals, JSON |
@@ -45,6 +47,7 @@ use bytemuck::{Pod, Zeroable};
 
 mod cases;
 mod child;
+mod connect;
 mod data;
 mod floors;
 mod frames;
@@ -119,19 +122,24 @@ fn main() -> ExitCode {
         "cores: parent (producer, pinger) on core 0, child process or second thread (consumer, ponger) on core {}",
         PEER_CORE.load(Ordering::Relaxed)
     );
-    println!("ratio = fdring ÷ contender in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT: < 1 fdring is faster)");
+    println!("ratio = fdring ÷ contender in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT or per connection: < 1 fdring is faster)");
     if only.as_ref().map_or(true, |o| o == "many_rings") {
         println!(
             "many_rings: {MANY_RINGS} rings of {MANY_CAP} u64, at most {MANY_BATCH} items per ring per turn, through {}",
             evented::HOW
         );
     }
+    let cases = cases(quick);
+    if let Some(case) = cases.iter().find(|c| c.name == "connect_latency") {
+        if only.as_ref().map_or(true, |o| o == case.name) {
+            println!("{}", connect::header(case.cfg.n));
+        }
+    }
     println!();
     println!(
         "{:<18} {:<18} {:>9} {:>17} {:<17} {:>5}",
         "case", "contender", "median", "min–max", "unit", "ratio"
     );
-    let cases = cases(quick);
     if let Some(name) = only.as_deref() {
         if !cases.iter().any(|c| c.name == name) {
             eprintln!("no case {name}");

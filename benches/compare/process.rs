@@ -95,6 +95,9 @@ pub struct Run {
     pub allocs: u64,
     pub writes: u64,
     pub sleeps: u64,
+    /// `connect_latency`: the median and the 99th percentile, in seconds,
+    /// of the round's connections, each timed by the side that connects.
+    pub latency: [f64; 2],
 }
 
 impl Run {
@@ -107,6 +110,7 @@ impl Run {
             allocs,
             writes,
             sleeps,
+            latency: [0.0; 2],
         })
     }
 }
@@ -174,6 +178,7 @@ impl Peer {
                         writes: w.parse()?,
                         sleeps: s.parse()?,
                         secs,
+                        latency: [0.0; 2],
                     }),
                     _ => Err(format!("child: {}", line.trim_end()).into()),
                 }
@@ -209,6 +214,7 @@ pub fn pair(peer: Peer, mine: impl FnOnce(Gate) -> Res<Run>) -> Res<Run> {
         allocs: me.allocs + them.allocs,
         writes: me.writes + them.writes,
         sleeps: me.sleeps + them.sleeps,
+        latency: me.latency,
     })
 }
 
@@ -227,6 +233,17 @@ pub fn thread(side: impl FnOnce(Gate) -> Res<Run> + Send + 'static) -> Peer {
 /// Runs this binary again as `role`, handing it fdring bundles through
 /// `handoff::inherit` and other fds by number; waits for its gate.
 pub fn child(role: &str, c: &Cfg, rings: Vec<Fds>, fds: Vec<OwnedFd>) -> Res<Peer> {
+    child_with_env(role, c, rings, fds, &[])
+}
+
+/// [`child`], with `env` set in the child's environment too.
+pub fn child_with_env(
+    role: &str,
+    c: &Cfg,
+    rings: Vec<Fds>,
+    fds: Vec<OwnedFd>,
+    env: &[(&str, &str)],
+) -> Res<Peer> {
     let mut command = Command::new(std::env::current_exe()?);
     let core = PEER_CORE.load(Ordering::Relaxed).to_string();
     command.args(["--role", role, &core]).args(c.args());
@@ -242,6 +259,7 @@ pub fn child(role: &str, c: &Cfg, rings: Vec<Fds>, fds: Vec<OwnedFd>) -> Res<Pee
         numbers.push(fd.as_raw_fd().to_string());
     }
     command.env(FDS_VAR, numbers.join(","));
+    command.envs(env.iter().copied());
     let mut process = command.spawn()?;
     drop((command, fds));
     let mut out = BufReader::new(process.stdout.take().ok_or("no stdout")?);
