@@ -1,6 +1,6 @@
 //! A global allocator that counts allocations per thread, so that each
 //! side of a test or benchmark counts only its own. Included with
-//! `#[path]` by `tests/frames.rs` and `benches/compare.rs`.
+//! `#[path]` by `tests/frames.rs` and `benches/compare/main.rs`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -1,0 +1,188 @@
+//! fdring side by side with the physical floor and with the peers a user
+//! would pick instead; the cases, goals and habits are in
+//! `shared/BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo bench --bench compare -- [--quick] [--json FILE] [--case NAME] [--plot DIR]
+//! ```
+//!
+//! Every contender moves 64-bit sequence numbers (frames are runs of them),
+//! and the receiving side checks every one it gets: a contender that moves
+//! wrong data is reported FAILED, not timed. Contenders run interleaved
+//! round by round (A B C A B C ...), and the table quotes the median. Two
+//! processes are this binary run again with `--role NAME`: the parent (core
+//! 0) produces, pings or connects, the child (core 1) consumes, pongs or
+//! listens, and fdring's fds reach it through `handoff::inherit` as in
+//! `examples/demo.rs`.
+//! Thread-only peers run between two threads pinned the same way, and so
+//! does fdring next to them ("fdring/threads").
+//!
+//! In `pingpong_block` the "fdring" row spins 0 µs, so that every receive
+//! sleeps on its wake-up socket as its floor sleeps on an eventfd; "fdring spin 20µs" is the
+//! default. In `frames_video`, "fdring/mlock" locks (and so pre-faults) both
+//! mappings, which shows what first-touch page faults cost the default.
+//!
+//! The bench is split by idea, one module each:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `process` | the parameters of a run, its two sides (thread or child process), the gates, core pinning |
+//! | `child` | the child's entry point and its role table |
+//! | `data` | the sequence numbers, their checking, the `Tx` / `Rx` / `Duplex` sides |
+//! | `ours` | fdring's contenders: items, one at a time, ping-pong, between threads |
+//! | `floors` | the least code that could do the job: bare SPSC, cache line, `memcpy` |
+//! | `peers` | the other crates and the kernel's own transports |
+//! | `many_rings` | one consumer thread serving many rings through `mio` |
+//! | `connect` | `connect_latency`: a service found by name, to the first item |
+//! | `frames` | the frame layer and its peers, and the frame cases |
+//! | `cases` | the table of cases, their contenders, metrics and goals |
+//! | `report` | running a case round by round, the table, the goals, JSON |
+//! | `plots` | the SVG charts of `--plot` |
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+
+mod cases;
+mod child;
+mod connect;
+mod data;
+mod floors;
+mod frames;
+mod many_rings;
+mod ours;
+mod peers;
+mod plots;
+mod process;
+mod report;
+
+use cases::cases;
+use child::child_main;
+use many_rings::{evented, MANY_BATCH, MANY_CAP, MANY_RINGS};
+use plots::plot;
+use process::{pin, PEER_CORE};
+use report::{goals, json_row, machine, print_row, run_case};
+
+/// What every contender returns.
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Capacity of the `u64` rings (512 KiB), as in the demo.
+const CAP: usize = 1 << 16;
+/// Items per closure call: an eighth of the ring, so that both sides work
+/// at once (see `CHUNK` in the demo); also the pipe's 64 KiB writes.
+const CHUNK: usize = CAP / 8;
+/// A 1920x1080 RGBA frame, 8,294,400 bytes, in 64-bit words.
+const FRAME_WORDS: usize = 1920 * 1080 * 4 / 8;
+/// Frames a frame ring holds.
+const FRAME_RING: usize = 4;
+/// `wakeups`: items per burst and the pause between bursts.
+const BURST: u64 = 10_000;
+const PAUSE: Duration = Duration::from_micros(100);
+
+#[repr(transparent)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Frame([u64; FRAME_WORDS]);
+
+// A counting allocator, per thread (the allocation counts).
+#[path = "../../tests/support/counting_alloc.rs"]
+mod counting_alloc;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--role") {
+        return child_main(&args[1..]);
+    }
+    let (mut quick, mut json, mut only, mut plot_dir) = (false, None, None, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--json" => json = it.next().cloned(),
+            "--case" => only = it.next().cloned(),
+            "--plot" => plot_dir = it.next().cloned(),
+            "--bench" => {}
+            _ => {
+                eprintln!("usage: compare [--quick] [--json FILE] [--case NAME] [--plot DIR]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let rounds = if quick { 5 } else { 9 };
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    PEER_CORE.store(usize::from(nproc > 1), Ordering::Relaxed);
+    println!(
+        "fdring compare{}: {rounds} rounds, contenders interleaved round by round, medians",
+        if quick { " --quick" } else { "" }
+    );
+    println!("machine: {}", machine());
+    pin(0);
+    println!(
+        "cores: parent (producer, pinger) on core 0, child process or second thread (consumer, ponger) on core {}",
+        PEER_CORE.load(Ordering::Relaxed)
+    );
+    println!("ratio = fdring ÷ contender in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT or per connection: < 1 fdring is faster)");
+    if only.as_ref().map_or(true, |o| o == "many_rings") {
+        println!(
+            "many_rings: {MANY_RINGS} rings of {MANY_CAP} u64, at most {MANY_BATCH} items per ring per turn, through {}",
+            evented::HOW
+        );
+    }
+    let cases = cases(quick);
+    if let Some(case) = cases.iter().find(|c| c.name == "connect_latency") {
+        if only.as_ref().map_or(true, |o| o == case.name) {
+            println!("{}", connect::header(case.cfg.n));
+        }
+    }
+    println!();
+    println!(
+        "{:<18} {:<18} {:>9} {:>17} {:<17} {:>5}",
+        "case", "contender", "median", "min–max", "unit", "ratio"
+    );
+    if let Some(name) = only.as_deref() {
+        if !cases.iter().any(|c| c.name == name) {
+            eprintln!("no case {name}");
+            return ExitCode::from(2);
+        }
+    }
+    let started = Instant::now();
+    let (mut rows, mut verdicts) = (Vec::new(), Vec::new());
+    for case in cases {
+        if only.as_ref().is_some_and(|o| o != case.name) {
+            continue;
+        }
+        let case_rows = run_case(&case, rounds);
+        verdicts.extend(goals(&case, &case_rows));
+        rows.extend(case_rows);
+    }
+    println!("\ngoals (BENCHMARKS.md, unless marked):");
+    verdicts.iter().for_each(|v| println!("{v}"));
+    println!("\nfdring's counters, the most of any round, both sides (allocations counted from each side's start to its end):");
+    for r in rows
+        .iter()
+        .filter(|r| r.ratio.is_none() && r.unit.ends_with("/msg"))
+    {
+        print_row(r);
+    }
+    println!("\nwhole report: {:.1} s", started.elapsed().as_secs_f64());
+    let failed = rows.iter().any(|r| r.values.is_err());
+    if let Some(path) = json {
+        let text: String = rows.iter().map(|r| json_row(r) + "\n").collect();
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("writing {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(dir) = plot_dir {
+        if let Err(e) = plot(&dir, &rows) {
+            eprintln!("plotting into {dir}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
