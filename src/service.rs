@@ -599,7 +599,7 @@ impl Listener {
     ///
     /// Reads nothing from the client: its credentials come from the kernel,
     /// so a client that connects and stays silent does not delay the next
-    /// `accept`.
+    /// `accept`. A client that hung up before it was accepted is skipped.
     ///
     /// # Errors
     ///
@@ -626,30 +626,35 @@ impl Listener {
     ///
     /// As for [`accept`](Self::accept).
     pub fn try_accept(&self) -> Result<Option<Connection>, Error> {
-        let stream = loop {
-            match rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC) {
-                Ok(fd) => break UnixStream::from(fd),
-                Err(Errno::INTR) => continue,
+        // A client that left before we got to it (its connect timed out,
+        // or it was `bind_path` probing for a live listener) is skipped:
+        // the next one waiting, if any, is the one accepted.
+        loop {
+            let stream = match rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC) {
+                Ok(fd) => UnixStream::from(fd),
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
                 Err(Errno::AGAIN) => return Ok(None),
-                // The client gave up before we got to it: none waits now.
-                Err(Errno::CONNABORTED) => return Ok(None),
                 Err(e) => return Err(Error::io("accepting a service connection", e)),
+            };
+            let peer = Credentials::of_peer(&stream)?;
+            if !self.access.allows(&peer) {
+                // The socket buffer of a fresh connection is empty: this
+                // send cannot block, and a client that is gone is no
+                // concern.
+                let _ = send(&stream, &Message::with_credentials(REFUSE, peer), &[]);
+                return Err(peer.not_allowed());
             }
-        };
-        let peer = Credentials::of_peer(&stream)?;
-        if !self.access.allows(&peer) {
-            // The socket buffer of a fresh connection is empty: this send
-            // cannot block, and a client that is gone is no concern.
-            let _ = send(&stream, &Message::with_credentials(REFUSE, peer), &[]);
-            return Err(peer.not_allowed());
+            let me = Credentials {
+                pid: std::process::id(),
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            };
+            match send(&stream, &Message::with_credentials(WELCOME, me), &[]) {
+                Err(Error::Disconnected) => continue,
+                sent => sent?,
+            }
+            return Connection::new(stream, peer, self.timeout).map(Some);
         }
-        let me = Credentials {
-            pid: std::process::id(),
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-        };
-        send(&stream, &Message::with_credentials(WELCOME, me), &[])?;
-        Connection::new(stream, peer, self.timeout).map(Some)
     }
 }
 
