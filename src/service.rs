@@ -970,8 +970,10 @@ impl Connection {
     ///
     /// What [`Builder::build`] returns; `Rejected(Mismatch)` if the peer
     /// expects another ring (naming the field and both values); the
-    /// peer's reason if it could not open the ring; `Timeout` if it did
-    /// not answer in time; `Disconnected` if it hung up.
+    /// peer's reason if it could not open the ring; `Rejected(BadHandoff)`
+    /// if the peer offered a ring as well instead of taking this one, or
+    /// broke the protocol; `Timeout` if it did not answer in time;
+    /// `Disconnected` if it hung up.
     pub fn offer_receiver<T: Pod>(&mut self, builder: &Builder) -> Result<Sender<T>, Error> {
         let (tx, rx) = builder.build::<T>()?;
         self.offer(Ring::items::<T>(Role::Receiver, builder), rx.into_fds()?)?;
@@ -1125,6 +1127,13 @@ impl Connection {
         // Our copies go now: the peer's end must hang up when it dies.
         drop(fds);
         let (answer, stray) = receive(&self.stream)?;
+        if answer.kind == OFFER {
+            return Err(protocol_error(
+                "the peer offered a ring too, instead of taking this one (one side offers, \
+                 the other takes)"
+                    .to_owned(),
+            ));
+        }
         if !stray.is_empty() {
             return Err(protocol_error(format!(
                 "an answer carrying {} fds",
