@@ -687,10 +687,19 @@ fn is_stale_socket(path: &Path) -> Result<bool, Error> {
     if !is_socket {
         return Ok(false);
     }
-    Ok(matches!(
-        UnixStream::connect(path).map_err(|e| e.raw_os_error()),
-        Err(Some(code)) if code == Errno::CONNREFUSED.raw_os_error()
-    ))
+    // Non-blocking: a live listener whose queue is full (one that does not
+    // accept) answers EAGAIN at once, where a blocking connect would wait
+    // for a place in its queue, for ever if it never accepts.
+    let probe = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(|e| Error::io("creating a socket to probe the service socket file", e))?;
+    let addr = rustix::net::SocketAddrUnix::new(path)
+        .map_err(|e| Error::io("the service path is too long for a socket address", e))?;
+    Ok(rustix::net::connect(&probe, &addr) == Err(Errno::CONNREFUSED))
 }
 
 impl Drop for Listener {

@@ -1009,6 +1009,30 @@ fn a_stale_socket_file_of_a_killed_listener_is_replaced_by_the_next_bind() {
 }
 
 #[test]
+fn binding_the_path_of_a_live_listener_whose_queue_is_full_is_addr_in_use_not_a_wait() {
+    // A listener (stuck, or hostile) that never accepts, with a queue of
+    // one connection, already taken.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc.sock");
+    let stuck = rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .unwrap();
+    rustix::net::bind(&stuck, &rustix::net::SocketAddrUnix::new(&path).unwrap()).unwrap();
+    rustix::net::listen(&stuck, 0).unwrap();
+    let queued = UnixStream::connect(&path).expect("the one queued connection");
+    // Probing it must not wait for a place in its queue.
+    let bind = spawn_bounded("bind_path", {
+        let path = path.clone();
+        move || io_kind(Listener::bind_path(&path))
+    });
+    assert_eq!(bind.join_within(NOTICE), std::io::ErrorKind::AddrInUse);
+    drop((queued, stuck));
+}
+
+#[test]
 fn a_path_that_is_a_regular_file_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not-a-socket");
