@@ -536,9 +536,10 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// `Io` with `AddrInUse` if a live listener answers at the path, or if
-    /// the path is something other than a socket; `Io` if the directory
-    /// refuses the file.
+    /// `Io` with `AddrInUse` if a live listener answers at the path (or
+    /// its queue is full: it is not asked to wait), or if the path is
+    /// something other than a socket; `Io` if the directory refuses the
+    /// file.
     pub fn bind_path(path: impl AsRef<Path>) -> Result<Listener, Error> {
         let path = path.as_ref().to_path_buf();
         let address = Address::Path(path.clone());

@@ -1206,6 +1206,46 @@ fn connect_times_out_when_the_listener_never_accepts() {
     drop(listener);
 }
 
+#[test]
+fn connect_times_out_when_the_listeners_queue_is_full() {
+    // A listener that never accepts, with a queue of one connection,
+    // already taken: a connect waits for a place until its timeout.
+    let name = unique_name("full-queue");
+    let stuck = rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        None,
+    )
+    .unwrap();
+    let addr = format!("{}{name}", service::ABSTRACT_PREFIX);
+    let addr = rustix::net::SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap();
+    rustix::net::bind(&stuck, &addr).unwrap();
+    rustix::net::listen(&stuck, 0).unwrap();
+    let queued = Connector::new(&name).timeout(Duration::from_millis(300));
+    let queued = spawn_bounded("queued", move || queued.connect().map(drop));
+    // The first connect is queued (and waits for a greeting that never
+    // comes); the next finds the queue full.
+    let full = Connector::new(&name).timeout(Duration::from_millis(300));
+    let full = spawn_bounded("full", move || full.connect().map(drop));
+    assert_eq!(queued.join_within(NOTICE), Err(Error::Timeout));
+    assert_eq!(full.join_within(NOTICE), Err(Error::Timeout));
+    drop(stuck);
+}
+
+#[test]
+fn connect_to_a_missing_socket_file_is_not_found_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    match Connector::path(dir.path().join("nobody-here"))
+        .timeout(Duration::from_secs(30))
+        .connect()
+    {
+        Err(Error::Io { source, .. }) => assert_eq!(source.kind(), std::io::ErrorKind::NotFound),
+        other => panic!("connect to a missing socket file: {other:?}"),
+    }
+    assert!(started.elapsed() < NOTICE, "a missing listener is no wait");
+}
+
 /// Accepts one connection on a plain listener, waiting at most `HANG`.
 fn accept_within(raw: &UnixListener) -> UnixStream {
     raw.set_nonblocking(true).unwrap();
