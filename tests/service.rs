@@ -1008,18 +1008,26 @@ fn a_stale_socket_file_of_a_killed_listener_is_replaced_by_the_next_bind() {
     assert!(!path.exists(), "the new listener's file goes with it");
 }
 
+/// A socket for a listener that never accepts; close-on-exec, as
+/// everything the test process opens must be, or the children started
+/// meanwhile would inherit it.
+fn stuck_listener_socket() -> std::os::fd::OwnedFd {
+    rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
 #[test]
 fn binding_the_path_of_a_live_listener_whose_queue_is_full_is_addr_in_use_not_a_wait() {
     // A listener (stuck, or hostile) that never accepts, with a queue of
     // one connection, already taken.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("svc.sock");
-    let stuck = rustix::net::socket(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        None,
-    )
-    .unwrap();
+    let stuck = stuck_listener_socket();
     rustix::net::bind(&stuck, &rustix::net::SocketAddrUnix::new(&path).unwrap()).unwrap();
     rustix::net::listen(&stuck, 0).unwrap();
     let queued = UnixStream::connect(&path).expect("the one queued connection");
@@ -1211,12 +1219,7 @@ fn connect_times_out_when_the_listeners_queue_is_full() {
     // A listener that never accepts, with a queue of one connection,
     // already taken: a connect waits for a place until its timeout.
     let name = unique_name("full-queue");
-    let stuck = rustix::net::socket(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        None,
-    )
-    .unwrap();
+    let stuck = stuck_listener_socket();
     let addr = format!("{}{name}", service::ABSTRACT_PREFIX);
     let addr = rustix::net::SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap();
     rustix::net::bind(&stuck, &addr).unwrap();
@@ -1347,7 +1350,7 @@ fn a_listener_that_sends_garbage_is_a_protocol_error_for_the_client() {
     let mut stream = accept_within(&raw);
     stream.write_all(&welcome()).unwrap();
     let memfd = rustix::fs::memfd_create("not-a-ring", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    let (pipe_r, _pipe_w) = rustix::pipe::pipe().unwrap();
+    let (pipe_r, _pipe_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     send_with_fds(
         &stream,
         &offer_of_u64_receiver(1),
