@@ -538,9 +538,10 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// `Io` with `AddrInUse` if a live listener answers at the path, or if
-    /// the path is something other than a socket; `Io` if the directory
-    /// refuses the file.
+    /// `Io` with `AddrInUse` if a live listener answers at the path (or
+    /// its queue is full: it is not asked to wait), or if the path is
+    /// something other than a socket; `Io` if the directory refuses the
+    /// file.
     pub fn bind_path(path: impl AsRef<Path>) -> Result<Listener, Error> {
         let path = path.as_ref().to_path_buf();
         let address = Address::Path(path.clone());
@@ -601,7 +602,7 @@ impl Listener {
     ///
     /// Reads nothing from the client: its credentials come from the kernel,
     /// so a client that connects and stays silent does not delay the next
-    /// `accept`.
+    /// `accept`. A client that hung up before it was accepted is skipped.
     ///
     /// # Errors
     ///
@@ -628,30 +629,35 @@ impl Listener {
     ///
     /// As for [`accept`](Self::accept).
     pub fn try_accept(&self) -> Result<Option<Connection>, Error> {
-        let stream = loop {
-            match rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC) {
-                Ok(fd) => break UnixStream::from(fd),
-                Err(Errno::INTR) => continue,
+        // A client that left before we got to it (its connect timed out,
+        // or it was `bind_path` probing for a live listener) is skipped:
+        // the next one waiting, if any, is the one accepted.
+        loop {
+            let stream = match rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC) {
+                Ok(fd) => UnixStream::from(fd),
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
                 Err(Errno::AGAIN) => return Ok(None),
-                // The client gave up before we got to it: none waits now.
-                Err(Errno::CONNABORTED) => return Ok(None),
                 Err(e) => return Err(Error::io("accepting a service connection", e)),
+            };
+            let peer = Credentials::of_peer(&stream)?;
+            if !self.access.allows(&peer) {
+                // The socket buffer of a fresh connection is empty: this
+                // send cannot block, and a client that is gone is no
+                // concern.
+                let _ = send(&stream, &Message::with_credentials(REFUSE, peer), &[]);
+                return Err(peer.not_allowed());
             }
-        };
-        let peer = Credentials::of_peer(&stream)?;
-        if !self.access.allows(&peer) {
-            // The socket buffer of a fresh connection is empty: this send
-            // cannot block, and a client that is gone is no concern.
-            let _ = send(&stream, &Message::with_credentials(REFUSE, peer), &[]);
-            return Err(peer.not_allowed());
+            let me = Credentials {
+                pid: std::process::id(),
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            };
+            match send(&stream, &Message::with_credentials(WELCOME, me), &[]) {
+                Err(Error::Disconnected) => continue,
+                sent => sent?,
+            }
+            return Connection::new(stream, peer, self.timeout).map(Some);
         }
-        let me = Credentials {
-            pid: std::process::id(),
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-        };
-        send(&stream, &Message::with_credentials(WELCOME, me), &[])?;
-        Connection::new(stream, peer, self.timeout).map(Some)
     }
 }
 
@@ -684,10 +690,19 @@ fn is_stale_socket(path: &Path) -> Result<bool, Error> {
     if !is_socket {
         return Ok(false);
     }
-    Ok(matches!(
-        UnixStream::connect(path).map_err(|e| e.raw_os_error()),
-        Err(Some(code)) if code == Errno::CONNREFUSED.raw_os_error()
-    ))
+    // Non-blocking: a live listener whose queue is full (one that does not
+    // accept) answers EAGAIN at once, where a blocking connect would wait
+    // for a place in its queue, for ever if it never accepts.
+    let probe = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(|e| Error::io("creating a socket to probe the service socket file", e))?;
+    let addr = rustix::net::SocketAddrUnix::new(path)
+        .map_err(|e| Error::io("the service path is too long for a socket address", e))?;
+    Ok(rustix::net::connect(&probe, &addr) == Err(Errno::CONNREFUSED))
 }
 
 impl Drop for Listener {
@@ -968,8 +983,10 @@ impl Connection {
     ///
     /// What [`Builder::build`] returns; `Rejected(Mismatch)` if the peer
     /// expects another ring (naming the field and both values); the
-    /// peer's reason if it could not open the ring; `Timeout` if it did
-    /// not answer in time; `Disconnected` if it hung up.
+    /// peer's reason if it could not open the ring; `Rejected(BadHandoff)`
+    /// if the peer offered a ring as well instead of taking this one, or
+    /// broke the protocol; `Timeout` if it did not answer in time;
+    /// `Disconnected` if it hung up.
     pub fn offer_receiver<T: Pod>(&mut self, builder: &Builder) -> Result<Sender<T>, Error> {
         let (tx, rx) = builder.build::<T>()?;
         self.offer(Ring::items::<T>(Role::Receiver, builder), rx.into_fds()?)?;
@@ -1123,6 +1140,13 @@ impl Connection {
         // Our copies go now: the peer's end must hang up when it dies.
         drop(fds);
         let (answer, stray) = receive(&self.stream)?;
+        if answer.kind == OFFER {
+            return Err(protocol_error(
+                "the peer offered a ring too, instead of taking this one (one side offers, \
+                 the other takes)"
+                    .to_owned(),
+            ));
+        }
         if !stray.is_empty() {
             return Err(protocol_error(format!(
                 "an answer carrying {} fds",
