@@ -830,6 +830,14 @@ impl Connector {
         let (greeting, fds) = receive(&connection.stream)?;
         drop(fds);
         connection.set_read_timeout(self.timeout)?;
+        if greeting.version != PROTOCOL_VERSION {
+            return Err(Rejection::Mismatch {
+                field: Field::Version,
+                offered: u64::from(greeting.version),
+                expected: u64::from(PROTOCOL_VERSION),
+            }
+            .into());
+        }
         match greeting.kind {
             WELCOME => Ok(connection),
             REFUSE => Err(Rejection::RefusedByPeer {
@@ -1162,8 +1170,14 @@ impl Connection {
                     expected: value(&answer, field),
                 }
                 .into()),
+                None if answer.reason == REASON_OPEN_FAILED => Err(Rejection::BadHandoff(
+                    "the peer could not open the ring offered: its own checks of the \
+                     memfd and socket refused them (see the peer's error)"
+                        .to_owned(),
+                )
+                .into()),
                 None => Err(protocol_error(format!(
-                    "the peer could not open the ring (reason {})",
+                    "a DECLINE with the unknown reason {}",
                     answer.reason
                 ))),
             },
