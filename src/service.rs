@@ -684,10 +684,25 @@ fn is_stale_socket(path: &Path) -> Result<bool, Error> {
     if !is_socket {
         return Ok(false);
     }
-    Ok(matches!(
-        UnixStream::connect(path).map_err(|e| e.raw_os_error()),
-        Err(Some(code)) if code == Errno::CONNREFUSED.raw_os_error()
-    ))
+    // Non-blocking: a live listener whose queue is full (one that never
+    // accepts, perhaps on purpose) answers EAGAIN at once, where a
+    // blocking connect would wait for it to accept, forever if it never
+    // does.
+    let probe = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .map_err(|e| Error::io("creating a socket to probe the service socket file", e))?;
+    let addr = rustix::net::SocketAddrUnix::new(path)
+        .map_err(|e| Error::io("the service path is too long for a socket address", e))?;
+    loop {
+        match rustix::net::connect(&probe, &addr) {
+            Err(Errno::INTR) => continue,
+            probed => return Ok(probed == Err(Errno::CONNREFUSED)),
+        }
+    }
 }
 
 impl Drop for Listener {
