@@ -601,7 +601,7 @@ impl Listener {
     ///
     /// Reads nothing from the client: its credentials come from the kernel,
     /// so a client that connects and stays silent does not delay the next
-    /// `accept`.
+    /// `accept`. A client that hung up before its greeting is skipped.
     ///
     /// # Errors
     ///
@@ -624,34 +624,42 @@ impl Listener {
 
     /// Accepts a waiting connection, if there is one, without waiting.
     ///
+    /// A client that left before its greeting is skipped: the next one
+    /// waiting, if any, is accepted instead.
+    ///
     /// # Errors
     ///
     /// As for [`accept`](Self::accept).
     pub fn try_accept(&self) -> Result<Option<Connection>, Error> {
-        let stream = loop {
-            match rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC) {
-                Ok(fd) => break UnixStream::from(fd),
+        loop {
+            let stream = match rustix::net::accept_with(&self.socket, SocketFlags::CLOEXEC) {
+                Ok(fd) => UnixStream::from(fd),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => return Ok(None),
-                // The client gave up before we got to it: none waits now.
-                Err(Errno::CONNABORTED) => return Ok(None),
+                // The client gave up before we got to it: look at the next.
+                Err(Errno::CONNABORTED) => continue,
                 Err(e) => return Err(Error::io("accepting a service connection", e)),
+            };
+            let peer = Credentials::of_peer(&stream)?;
+            if !self.access.allows(&peer) {
+                // The socket buffer of a fresh connection is empty: this send
+                // cannot block, and a client that is gone is no concern.
+                let _ = send(&stream, &Message::with_credentials(REFUSE, peer), &[]);
+                return Err(peer.not_allowed());
             }
-        };
-        let peer = Credentials::of_peer(&stream)?;
-        if !self.access.allows(&peer) {
-            // The socket buffer of a fresh connection is empty: this send
-            // cannot block, and a client that is gone is no concern.
-            let _ = send(&stream, &Message::with_credentials(REFUSE, peer), &[]);
-            return Err(peer.not_allowed());
+            let me = Credentials {
+                pid: std::process::id(),
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            };
+            match send(&stream, &Message::with_credentials(WELCOME, me), &[]) {
+                Ok(()) => return Connection::new(stream, peer, self.timeout).map(Some),
+                // The client hung up before its greeting (a caller's
+                // `accept()?` must not end on that): look at the next.
+                Err(Error::Disconnected) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let me = Credentials {
-            pid: std::process::id(),
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-        };
-        send(&stream, &Message::with_credentials(WELCOME, me), &[])?;
-        Connection::new(stream, peer, self.timeout).map(Some)
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a service listener does about peers that misbehave before any
 //! ring is agreed: a live listener at the path it binds whose queue is
-//! full.
+//! full, and a client that connects and leaves before its greeting.
 //!
 //! What could hang runs in a child process (this test binary, in a role),
 //! so that a regression kills the child, not the test runner: the parent
@@ -9,11 +9,13 @@
 mod common;
 
 use std::io::ErrorKind;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::{env, spawn_bounded, start_watchdog, ChildProc, CHILD_ENV, HANG};
 use fdring::service::{self, Listener};
-use fdring::Error;
+use fdring::{Builder, Error};
 
 /// The entry point of every child process: runs the role named in
 /// `FDRING_TEST_CHILD`, or nothing when run as a plain (ignored) test.
@@ -92,4 +94,31 @@ fn bind_path_replaces_a_socket_file_nobody_listens_on() {
     let server = spawn_bounded("listener", move || listener.accept().map(|c| c.peer().pid));
     assert_eq!(server.join_within(HANG), Ok(std::process::id()));
     assert_eq!(client.join_within(HANG), Ok(std::process::id()));
+}
+
+#[test]
+fn accept_skips_a_client_that_left_before_its_greeting_and_accepts_the_next() {
+    let name = format!("listener-test-{}", std::process::id());
+    let listener = Listener::bind(&name).unwrap();
+    // A client that connects and is gone before the listener gets to it.
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(format!(
+        "{}{name}",
+        service::ABSTRACT_PREFIX
+    ))
+    .unwrap();
+    drop(UnixStream::connect_addr(&address).unwrap());
+    // Then one that stays and offers a ring.
+    let client_name = name.clone();
+    let client = spawn_bounded("client", move || -> Result<u64, Error> {
+        let mut connection = service::connect(&client_name)?;
+        let mut tx = connection.offer_receiver::<u64>(&Builder::new().capacity(512))?;
+        tx.send(7)?;
+        Ok(7)
+    });
+    let server = spawn_bounded("listener", move || -> Result<u64, Error> {
+        let mut connection = listener.accept()?;
+        connection.take_receiver::<u64>(&Builder::new())?.recv()
+    });
+    assert_eq!(server.join_within(HANG), Ok(7));
+    assert_eq!(client.join_within(HANG), Ok(7));
 }
