@@ -625,6 +625,9 @@ impl Listener {
 
     /// Accepts a waiting connection, if there is one, without waiting.
     ///
+    /// A client that left before its greeting is skipped: the next one
+    /// waiting, if any, is accepted instead.
+    ///
     /// # Errors
     ///
     /// As for [`accept`](Self::accept).
@@ -702,7 +705,12 @@ fn is_stale_socket(path: &Path) -> Result<bool, Error> {
     .map_err(|e| Error::io("creating a socket to probe the service socket file", e))?;
     let addr = rustix::net::SocketAddrUnix::new(path)
         .map_err(|e| Error::io("the service path is too long for a socket address", e))?;
-    Ok(rustix::net::connect(&probe, &addr) == Err(Errno::CONNREFUSED))
+    loop {
+        match rustix::net::connect(&probe, &addr) {
+            Err(Errno::INTR) => continue,
+            probed => return Ok(probed == Err(Errno::CONNREFUSED)),
+        }
+    }
 }
 
 impl Drop for Listener {
