@@ -604,6 +604,28 @@ fn number(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{key}= is not a number in {line:?}"))
 }
 
+/// Waits for the listener's report of serving `client` (`items` items, no
+/// accept error), passing over the connections of `departed`, which hung
+/// up before they were served (a refused peer, a probe).
+fn expect_served(listener: &mut ChildProc, departed: u64, client: u32, items: u64) {
+    let served = loop {
+        let served = listener.expect_line("served", HANG);
+        if number(&served, "pid") != departed {
+            break served;
+        }
+        assert_eq!(err_of(&served), "Disconnected", "{served}");
+    };
+    assert_eq!(
+        (
+            number(&served, "pid"),
+            number(&served, "accept_errors"),
+            number(&served, "items")
+        ),
+        (u64::from(client), 0, items),
+        "{served}"
+    );
+}
+
 fn word_of<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
@@ -829,22 +851,7 @@ fn a_root_client_refuses_a_listener_of_another_uid_and_sends_it_nothing() {
     // with nothing sent on it (no offer, no fd); or nothing at all, if it
     // hung up before the listener got to it.
     let peer = spawn_detached("client", &[(NAME, &name), (ITEMS, "1000")], Some(NOBODY));
-    let served = loop {
-        let served = listener.expect_line("served", HANG);
-        if number(&served, "pid") != root_pid {
-            break served;
-        }
-        assert_eq!(err_of(&served), "Disconnected", "{served}");
-    };
-    assert_eq!(
-        (
-            number(&served, "pid"),
-            number(&served, "accept_errors"),
-            number(&served, "items")
-        ),
-        (u64::from(peer.id()), 0, 1000),
-        "{served}"
-    );
+    expect_served(&mut listener, root_pid, peer.id(), 1000);
     peer.finish();
     drop(listener);
 }
@@ -943,21 +950,11 @@ fn a_live_listeners_path_is_addr_in_use_and_the_attempt_does_not_disturb_it() {
     // nothing at all. Either way its accept goes on to the next real
     // client, without an error.
     let client = spawn_detached("client", &[(PATH, path_s), (ITEMS, "1000")], None);
-    let served = loop {
-        let served = listener.expect_line("served", HANG);
-        if number(&served, "pid") != u64::from(std::process::id()) {
-            break served;
-        }
-        assert_eq!(err_of(&served), "Disconnected", "the probe: {served}");
-    };
-    assert_eq!(
-        (
-            number(&served, "pid"),
-            number(&served, "accept_errors"),
-            number(&served, "items")
-        ),
-        (u64::from(client.id()), 0, 1000),
-        "{served}"
+    expect_served(
+        &mut listener,
+        u64::from(std::process::id()),
+        client.id(),
+        1000,
     );
     client.finish();
     drop(listener);
