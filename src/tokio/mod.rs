@@ -1,12 +1,14 @@
 //! `tokio` support (cargo feature `tokio`): [`AsyncSender`] and
 //! [`AsyncReceiver`], the two ends of a ring awaited on tokio's
 //! [`AsyncFd`], and [`AsyncFrameSender`] and [`AsyncFrameReceiver`], the
-//! two ends of a ring of frames.
+//! two ends of a ring of frames; [`AsyncListener`], a service's listener
+//! accepting clients (see [`crate::service`]) on the same reactor.
 //!
 //! This module owns the readiness loop between an end and the tokio
-//! reactor, one loop for all four wrappers. It knows the public API of
-//! `channel` and `frame`, and tokio; nothing of the ring, the header or
-//! the wake-up protocol beyond `prepare_wait`.
+//! reactor, one loop for all four wrappers, and the listener's wait. It
+//! knows the public API of `channel`, `frame` and `service`, and tokio;
+//! nothing of the ring, the header or the wake-up protocol beyond
+//! `prepare_wait`.
 //!
 //! ```
 //! use fdring::tokio::{AsyncReceiver, AsyncSender};
@@ -97,9 +99,11 @@ use crate::Receiver;
 
 mod frames;
 mod items;
+mod service;
 
 pub use frames::{AsyncFrameReceiver, AsyncFrameSender};
 pub use items::{AsyncReceiver, AsyncSender};
+pub use service::AsyncListener;
 
 /// Ready results in a row after which a call yields to the scheduler
 /// once (tokio's own budget per task is 128 operations).
