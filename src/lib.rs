@@ -36,7 +36,7 @@
 //! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, latest-frame-wins |
 //! | [`handoff`] | moving the fds to another process |
 //! | [`service`] | unrelated processes finding each other by name, with access control and typed negotiation |
-//! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: every end (items and frames) as a `mio` source, and `AsyncSender` / `AsyncReceiver` / `AsyncFrameSender` / `AsyncFrameReceiver` on tokio's `AsyncFd` |
+//! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: every end (items and frames) and a service's listener and connections as `mio` sources, and `AsyncSender` / `AsyncReceiver` / `AsyncFrameSender` / `AsyncFrameReceiver` / `AsyncListener` on tokio's `AsyncFd` |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -1,12 +1,14 @@
 //! `mio` support (cargo feature `mio`): [`Sender`], [`Receiver`],
 //! [`FrameSender`] and [`FrameReceiver`] are [`mio::event::Source`]s, and
 //! [`EventLoopExt`] gives their `try_` calls the contract of a
-//! non-blocking socket.
+//! non-blocking socket; a service's [`Listener`] and [`Connection`] are
+//! sources too, so that one loop serves new clients and their rings
+//! together ([Services](#services)).
 //!
-//! This module owns the mapping from an end to the fds an event loop
-//! watches. It knows the public API of `channel` and `frame`, and `mio`;
-//! nothing of the ring, the header or the wake-up protocol beyond
-//! `prepare_wait`.
+//! This module owns the mapping from an end (or a listener, or a
+//! connection) to the fds an event loop watches. It knows the public API
+//! of `channel`, `frame` and `service`, and `mio`; nothing of the ring,
+//! the header or the wake-up protocol beyond `prepare_wait`.
 //!
 //! # What an event means
 //!
@@ -174,6 +176,151 @@
 //! `Err(Error::Full) => if tx.prepare_wait(len)? { break },` with the
 //! length of the frame that did not fit.
 //!
+//! # Services
+//!
+//! A [`Listener`] registers its listening socket, readable when a client
+//! waits to be accepted; a [`Connection`] registers its socket, readable
+//! when the peer's next message (an offer, an answer) is there or the peer
+//! hung up. Both for readable, whatever `interests` says. Registering
+//! reports what is already there (a client queued, an offer sent) as an
+//! event, so a loop may register first and poll at once. The contract:
+//!
+//! - after an event for the listener, call [`Listener::try_accept`] until
+//!   it returns `Ok(None)`: the registration is edge-triggered, and the
+//!   clients left in the queue get no event of their own. An
+//!   `Err(Rejected(PeerNotAllowed))` (a client the [`Access`] refuses; it
+//!   was told) or `Err(Disconnected)` (a client that left before its
+//!   greeting) is about that client only: go on calling. `Err(Io)` is the
+//!   kernel failing the call (out of fds, for instance): the client stays
+//!   queued, and no new event comes for it until another client connects,
+//!   so retry after a while;
+//! - after an event for a connection, a `take_` call
+//!   ([`Connection::take_receiver`] and the like) finds the offer there
+//!   and does not wait: let the clients offer and the loop take. A client
+//!   that hung up is `Disconnected`, one that sent half a message or
+//!   anything but an offer is `Rejected(BadHandoff)`, at once. A client
+//!   that sends nothing gets no event, and so costs the loop nothing but
+//!   its entry (drop it after a deadline of your own). The `offer_` calls
+//!   and `take_` calls made without an event wait for the peer, up to the
+//!   connection's timeout: keep them out of a loop that serves others.
+//!
+//! Once a ring is taken, deregister the connection (or keep it registered
+//! for the next offer) and register the ring under a token of its own, or
+//! the same one: from then on it is an end like any other.
+//!
+//! Three clients (threads here; in real use any processes of this user)
+//! each offer a ring and stream into it; one `Poll` accepts them, takes
+//! their rings and receives from all of them:
+//!
+//! ```
+//! use std::collections::HashMap;
+//!
+//! use fdring::mio::EventLoopExt;
+//! use fdring::service::{self, Connection, Listener};
+//! use fdring::{Builder, Error, Receiver};
+//! use mio::{Events, Interest, Poll, Token};
+//!
+//! const LISTENER: Token = Token(0);
+//! const ITEMS: u64 = 10_000;
+//!
+//! enum Client {
+//!     /// Accepted; its offer may not be there yet.
+//!     Negotiating(Connection),
+//!     /// Its ring, and the next item expected.
+//!     Streaming(Receiver<u64>, u64),
+//! }
+//!
+//! # let name = &format!("doc-mio-service-{}", std::process::id());
+//! let mut listener = Listener::bind(name)?;
+//! let producers: Vec<_> = (0..3)
+//!     .map(|_| {
+//!         let name = name.clone();
+//!         std::thread::spawn(move || -> Result<(), Error> {
+//!             let mut connection = service::connect(&name)?;
+//!             let mut tx = connection.offer_receiver::<u64>(&Builder::new().capacity(1024))?;
+//!             for i in 0..ITEMS {
+//!                 tx.send(i)?;
+//!             }
+//!             Ok(()) // dropping `tx` closes the ring
+//!         })
+//!     })
+//!     .collect();
+//!
+//! let mut poll = Poll::new()?;
+//! poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+//! let mut events = Events::with_capacity(64);
+//! let mut clients = HashMap::new();
+//! let (mut next_token, mut done) = (1, 0);
+//! while done < 3 {
+//!     poll.poll(&mut events, fdring::poll_timeout())?;
+//!     for event in &events {
+//!         if event.token() == LISTENER {
+//!             // Every waiting client, until none is.
+//!             loop {
+//!                 match listener.try_accept() {
+//!                     Ok(Some(mut connection)) => {
+//!                         let token = Token(next_token);
+//!                         next_token += 1;
+//!                         poll.registry().register(&mut connection, token, Interest::READABLE)?;
+//!                         clients.insert(token, Client::Negotiating(connection));
+//!                     }
+//!                     Ok(None) => break,
+//!                     // That client only: serve the others.
+//!                     Err(Error::Rejected(_) | Error::Disconnected) => continue,
+//!                     Err(e) => return Err(e.into()),
+//!                 }
+//!             }
+//!             continue;
+//!         }
+//!         let token = event.token();
+//!         let Some(client) = clients.get_mut(&token) else { continue };
+//!         if let Client::Negotiating(connection) = client {
+//!             // The offer is there: this does not wait.
+//!             let taken = connection.take_receiver::<u64>(&Builder::new());
+//!             poll.registry().deregister(connection)?;
+//!             let Ok(mut rx) = taken else {
+//!                 clients.remove(&token); // a client that broke the protocol
+//!                 continue;
+//!             };
+//!             // Items may be there already: served below, before any event.
+//!             poll.registry().register(&mut rx, token, Interest::READABLE)?;
+//!             *client = Client::Streaming(rx, 0);
+//!         }
+//!         let Client::Streaming(rx, next) = client else { continue };
+//!         let finished = loop {
+//!             let got = rx.try_or_arm(|rx| {
+//!                 rx.try_recv_with(|items: &[u64]| {
+//!                     for item in items {
+//!                         assert_eq!(*item, *next);
+//!                         *next += 1;
+//!                     }
+//!                     items.len()
+//!                 })
+//!             });
+//!             match got {
+//!                 Ok(_) => {}
+//!                 Err(Error::Empty) => break false, // armed
+//!                 Err(Error::Disconnected) => break true,
+//!                 Err(e) => return Err(e.into()),
+//!             }
+//!         };
+//!         if finished {
+//!             assert_eq!(*next, ITEMS);
+//!             poll.registry().deregister(rx)?;
+//!             clients.remove(&token);
+//!             done += 1;
+//!         }
+//!     }
+//! }
+//! for producer in producers {
+//!     producer.join().unwrap()?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! One loop serving many rings fairly bounds each ring's batch per turn,
+//! as `examples/fan_in.rs` does.
+//!
 //! # Rules
 //!
 //! - Register an end in one `Poll` at a time, and deregister it before
@@ -192,10 +339,11 @@ use ::mio::{Interest, Registry, Token};
 use bytemuck::Pod;
 
 use crate::event_loop::{LoopEnd, MAX_ATTEMPTS};
+use crate::service::{Connection, Listener};
 use crate::{Error, FrameReceiver, FrameSender, Receiver, Sender};
 // Named in the documentation only.
 #[cfg(doc)]
-use crate::Liveness;
+use crate::{service::Access, Liveness};
 
 /// The non-blocking-socket contract for the `try_` calls of an end served
 /// from an event loop: "would block" arms.
@@ -395,4 +543,94 @@ loop_end! {
     /// liveness, for readable, as a [`Receiver`]'s: an event means "retry",
     /// see the [module documentation](self#frames).
     impl<> for FrameReceiver
+}
+
+/// Registers the listening socket, for readable whatever `interests` says:
+/// an event means "clients wait". After each event call
+/// [`Listener::try_accept`] until it returns `Ok(None)`; a
+/// `Rejected(PeerNotAllowed)` or `Disconnected` from it is about one
+/// client, go on. See the [module documentation](self#services).
+///
+/// ```
+/// use fdring::service::Listener;
+/// use mio::{Events, Interest, Poll, Token};
+///
+/// # let name = &format!("doc-mio-listener-{}", std::process::id());
+/// let mut listener = Listener::bind(name)?;
+/// let client = std::thread::spawn({
+///     let name = name.clone();
+///     move || fdring::service::connect(&name).map(|_| ())
+/// });
+/// let mut poll = Poll::new()?;
+/// poll.registry().register(&mut listener, Token(0), Interest::READABLE)?;
+/// let mut events = Events::with_capacity(4);
+/// let mut accepted = 0;
+/// while accepted == 0 {
+///     poll.poll(&mut events, None)?;
+///     while let Some(connection) = listener.try_accept()? {
+///         assert_eq!(connection.peer().pid, std::process::id());
+///         accepted += 1;
+///     }
+/// }
+/// client.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl Source for Listener {
+    fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+        SourceFd(&self.as_fd().as_raw_fd()).register(registry, token, Interest::READABLE)
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+        SourceFd(&self.as_fd().as_raw_fd()).reregister(registry, token, Interest::READABLE)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        SourceFd(&self.as_fd().as_raw_fd()).deregister(registry)
+    }
+}
+
+/// Registers the connection's socket, for readable whatever `interests`
+/// says: an event means the peer's next message is there, or the peer
+/// hung up, so that a `take_` call ([`Connection::take_receiver`] and the
+/// like) made then does not wait. See the
+/// [module documentation](self#services).
+///
+/// ```
+/// use fdring::service::{self, Listener};
+/// use fdring::Builder;
+/// use mio::{Events, Interest, Poll, Token};
+///
+/// # let name = &format!("doc-mio-connection-{}", std::process::id());
+/// let listener = Listener::bind(name)?;
+/// let client = std::thread::spawn({
+///     let name = name.clone();
+///     move || -> Result<(), fdring::Error> {
+///         let mut connection = service::connect(&name)?;
+///         connection.offer_receiver::<u32>(&Builder::new().capacity(512))?.send(7)
+///     }
+/// });
+/// let mut connection = listener.accept()?;
+/// let mut poll = Poll::new()?;
+/// poll.registry().register(&mut connection, Token(1), Interest::READABLE)?;
+/// let mut events = Events::with_capacity(4);
+/// poll.poll(&mut events, None)?;
+/// // The offer is there: taking it does not wait.
+/// let mut rx = connection.take_receiver::<u32>(&Builder::new())?;
+/// poll.registry().deregister(&mut connection)?;
+/// assert_eq!(rx.recv()?, 7);
+/// client.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl Source for Connection {
+    fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+        SourceFd(&self.as_fd().as_raw_fd()).register(registry, token, Interest::READABLE)
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
+        SourceFd(&self.as_fd().as_raw_fd()).reregister(registry, token, Interest::READABLE)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        SourceFd(&self.as_fd().as_raw_fd()).deregister(registry)
+    }
 }

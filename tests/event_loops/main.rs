@@ -3,15 +3,17 @@
 //! a peer's close and a killed child delivered as events, the peer's
 //! liveness fd registered too, 256 rings from 4 children served fairly by
 //! one `mio::Poll`, cancellation of pending tokio futures without loss,
-//! `AsyncRead`/`AsyncWrite`, loops that use no CPU while idle, and all of
-//! that for the frame ends too.
+//! `AsyncRead`/`AsyncWrite`, loops that use no CPU while idle, all of
+//! that for the frame ends too, and a service's listener served by the
+//! same loops as the rings of the clients it accepted.
 //!
 //! The children are this test binary run again (`child_entry`), with the
-//! rings inherited (`handoff::inherit`).
+//! rings inherited (`handoff::inherit`), or, for `service`, given only the
+//! name to connect to.
 //!
 //! One file per idea: `peers` (the child roles several tests share),
 //! `runtimes` (driving mio and tokio), `mio_readiness`, `fan_in`,
-//! `tokio_futures`, `membarrier`, `idle` and `frames`.
+//! `tokio_futures`, `membarrier`, `idle`, `frames` and `service`.
 //!
 //! `FDRING_EDGE_CYCLES` sets the number of edge-triggered cycles (10^6 by
 //! default, for mio and for tokio).
@@ -28,6 +30,7 @@ mod membarrier;
 mod mio_readiness;
 mod peers;
 mod runtimes;
+mod service;
 mod tokio_futures;
 
 use std::time::Duration;
@@ -65,6 +68,7 @@ fn child_entry() {
         "frames_idle" => frames::role_frames_idle(),
         "frames_idle_then_recv" => frames::role_frames_idle_then_recv(),
         "recv_frame_without_membarrier" => frames::role_recv_frame_without_membarrier(),
+        "service_offer_receiver" => service::role_service_offer_receiver(),
         other => panic!("unknown child role {other}"),
     }
 }
