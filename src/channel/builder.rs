@@ -97,7 +97,22 @@ impl Builder {
     /// while the peer is slow; sleeping costs a system call on each side
     /// and a scheduler wake-up (tens of microseconds on a virtual machine)
     /// when the peer is fast. The default, [`DEFAULT_SPIN`], is about one
-    /// wake-up's cost. `Duration::ZERO` sleeps at once.
+    /// wake-up's cost. `Duration::ZERO` sleeps at once; `Duration::MAX`
+    /// never sleeps (a `_timeout` call spins until its timeout). A spin
+    /// longer than a millisecond looks at the wake-up socket every
+    /// millisecond, so that it still notices a peer that died.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // Busy-wait, never sleep: for a core reserved for this thread.
+    /// let (mut tx, mut rx) = fdring::Builder::new()
+    ///     .capacity(512)
+    ///     .spin(Duration::MAX)
+    ///     .build::<u64>()?;
+    /// std::thread::spawn(move || tx.send(3));
+    /// assert_eq!(rx.recv()?, 3);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
     pub fn spin(mut self, spin: Duration) -> Builder {
         self.spin = spin;
         self

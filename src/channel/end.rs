@@ -113,12 +113,7 @@ impl<S: Side> End<S> {
     /// that a retry after the peer's death returns `Disconnected`.
     pub(super) fn prepare_wait(&mut self, min: usize) -> Result<bool, Error> {
         // Drain first: any wake-up from here on answers this arm.
-        let drained = self.wake.drain()?;
-        if drained == Drained::PeerGone
-            || (!self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone))
-        {
-            self.peer_gone = true;
-        }
+        let drained = self.look_for_peer()?;
         // Still readable: a wait would return at once, so retry now.
         if drained == Drained::StillReadable {
             return Ok(false);
@@ -128,6 +123,19 @@ impl<S: Side> End<S> {
             return Ok(false);
         }
         Ok(self.half.arm(min as u64))
+    }
+
+    /// Drains the wake-up socket and notes whether the peer is gone (its
+    /// socket hung up, or the watched liveness fired); returns what the
+    /// drain found.
+    fn look_for_peer(&mut self) -> Result<Drained, Error> {
+        let drained = self.wake.drain()?;
+        if drained == Drained::PeerGone
+            || (!self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone))
+        {
+            self.peer_gone = true;
+        }
+        Ok(drained)
     }
 
     /// Waits until the ring lends at least one slot: spins for `spin`, then
@@ -144,12 +152,23 @@ impl<S: Side> End<S> {
             return first;
         }
         if !self.spin.is_zero() {
-            let now = Instant::now();
-            let spin_until = deadline.map_or(now + self.spin, |d| d.min(now + self.spin));
+            // A spin too long to represent (`Duration::MAX`) spins until
+            // the deadline, or for as long as it takes.
+            let spin_end = Instant::now().checked_add(self.spin);
+            let spin_until = match (deadline, spin_end) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
             // Spin briefly with growing pauses, then yield the CPU between
             // checks: on a machine with few cores, the peer we wait for
             // may have been woken on this very core, and a pure spin would
             // keep it off the CPU until the spin ends (docs/design.md).
+            //
+            // A long spin also looks at the socket now and then, as a sleep
+            // would: a peer that died without closing its end (killed)
+            // never changes the ring, and must not keep this call spinning
+            // forever.
+            let mut look_at = Instant::now().checked_add(SPIN_LOOK_EVERY);
             let mut step = 0;
             loop {
                 if step < 4 {
@@ -164,8 +183,14 @@ impl<S: Side> End<S> {
                 if !would_block(&attempt) {
                     return attempt;
                 }
-                if Instant::now() >= spin_until {
+                let now = Instant::now();
+                if spin_until.is_some_and(|until| now >= until) {
                     break;
+                }
+                if look_at.is_some_and(|at| now >= at) {
+                    // The retry reports a peer found gone.
+                    self.look_for_peer()?;
+                    look_at = now.checked_add(SPIN_LOOK_EVERY);
                 }
             }
         }
@@ -174,11 +199,9 @@ impl<S: Side> End<S> {
                 self.stats.sleeps += 1;
                 // Without the heavy barrier a light publisher's wake-up can
                 // be lost, so such sleeps are sliced (`signal::poll_timeout`).
-                let until = match signal::poll_timeout() {
-                    Some(slice) => {
-                        let end = Instant::now() + slice;
-                        Some(deadline.map_or(end, |d| d.min(end)))
-                    }
+                let until = match signal::poll_timeout().and_then(|s| Instant::now().checked_add(s))
+                {
+                    Some(end) => Some(deadline.map_or(end, |d| d.min(end))),
                     None => deadline,
                 };
                 let woken = signal::wait(&self.wake, self.peer.as_ref(), until);
@@ -262,6 +285,11 @@ impl Wait {
         Wait::Until(Instant::now().checked_add(timeout))
     }
 }
+
+/// How often a spin longer than this looks at the wake-up socket for the
+/// peer's hang-up: rarely enough to cost nothing next to the yields, often
+/// enough that a killed peer is noticed at once by a person's measure.
+const SPIN_LOOK_EVERY: Duration = Duration::from_millis(1);
 
 /// `want` for the closure calls: they lend every slot there is.
 pub(super) const ALL: usize = usize::MAX;
