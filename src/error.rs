@@ -143,8 +143,9 @@ pub enum Exhaustion {
         requested: u64,
     },
     /// This end's index reached the format's limit of 2^62 items
-    /// (`docs/format.md`): the stream cannot go on, make a new ring.
-    /// Nothing past the limit was published.
+    /// (`docs/format.md`), or is too near it for the frame to be sent: the
+    /// stream cannot go on, make a new ring. Nothing past the limit was
+    /// published.
     Indices {
         /// This end's index.
         index: u64,
@@ -427,8 +428,8 @@ impl fmt::Display for Exhaustion {
             ),
             Exhaustion::Indices { index } => write!(
                 f,
-                "this end's index reached {index}, the format's limit of 2^62 items: \
-                 the stream cannot go on in this ring"
+                "this end's index is {index}, at (or, for this frame, too near) the format's \
+                 limit of 2^62 items: the stream cannot go on in this ring"
             ),
         }
     }

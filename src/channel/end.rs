@@ -102,8 +102,20 @@ impl<S: Side> End<S> {
     #[inline]
     fn try_slots(&mut self, want: usize, min: usize) -> Result<Slots, Error> {
         match self.half.slots(want, self.peer_gone) {
-            Ok(slots) if slots.len < min => Err(S::WOULD_BLOCK),
+            Ok(slots) if slots.len < min => Err(self.too_few(min)),
+            Err(Error::Full) if min > 1 => Err(self.too_few(min)),
             other => other,
+        }
+    }
+
+    /// Fewer than `min` slots: full for now, or for good if a producer's
+    /// index is too near the format's limit ever to publish `min` more.
+    #[cold]
+    fn too_few(&self, min: usize) -> Error {
+        if S::PRODUCER && self.half.index_room() < min as u64 {
+            self.half.exhausted()
+        } else {
+            S::WOULD_BLOCK
         }
     }
 
