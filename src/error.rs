@@ -125,8 +125,10 @@ pub enum Exhaustion {
     HugePages {
         /// Huge pages the ring needs.
         requested: u64,
-        /// Huge pages free (`HugePages_Free` in `/proc/meminfo`; the pool is
-        /// sized by `/proc/sys/vm/nr_hugepages`).
+        /// Huge pages free and not reserved by a mapping
+        /// (`HugePages_Free` − `HugePages_Rsvd` in `/proc/meminfo`, for
+        /// the memfd's huge page size; the pool is sized by
+        /// `/proc/sys/vm/nr_hugepages`).
         free: u64,
     },
     /// `mlock` was asked for (`Builder::mlock`) and refused: the mapping is

@@ -18,7 +18,7 @@ mod raw;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{env, spawn_bounded, start_watchdog, CHILD_ENV, HANG};
+use common::{env, spawn_bounded, start_watchdog, ChildProc, CHILD_ENV, HANG};
 use fdring::{Builder, Error, Exhaustion, FrameReceiver, FrameSender, Receiver, Sender};
 use raw::{Raw, INDEX_LIMIT};
 
@@ -31,7 +31,103 @@ fn child_entry() {
         return;
     };
     start_watchdog(Duration::from_secs(60));
-    panic!("unknown child role {role}");
+    match role.as_str() {
+        "capacity-beyond-memory" => capacity_beyond_memory(),
+        "mlock-without-limit" => mlock_without_limit(),
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// Bytes of a `/proc/meminfo` line (`key:   N kB`).
+fn meminfo(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"));
+    let kib: u64 = line[key.len() + 1..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+fn page() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+// ---- memory the machine cannot back ----------------------------------------
+
+/// Child: asks for rings the machine cannot back and reports each refusal.
+///
+/// Its address space is capped at 4 GiB first: if a regression maps and
+/// pre-faults such a ring anyway, the mapping fails here, in this child,
+/// instead of calling the OOM killer onto the machine (which may pick
+/// another process). The fix refuses before it maps anything, so the cap
+/// changes nothing for it.
+fn capacity_beyond_memory() {
+    let cap = rustix::process::Rlimit {
+        current: Some(4 << 30),
+        maximum: Some(4 << 30),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::As, cap).unwrap();
+    let twice_the_machine = 2 * (meminfo("MemTotal") + meminfo("SwapTotal"));
+    let attempts = [
+        ("items", fdring::channel::<u64>(1 << 40).map(drop)),
+        (
+            "bytes",
+            fdring::channel::<u8>(twice_the_machine as usize).map(drop),
+        ),
+    ];
+    for (what, attempt) in attempts {
+        match attempt {
+            Err(Error::Exhausted(Exhaustion::Memory {
+                requested,
+                available,
+            })) => common::report(&format!(
+                "attempt what={what} requested={requested} available={available} \
+                 message={}",
+                Error::Exhausted(Exhaustion::Memory {
+                    requested,
+                    available
+                })
+                .to_string()
+                .replace(' ', "_")
+            )),
+            other => common::report(&format!("attempt what={what} unexpected={other:?}")),
+        }
+    }
+}
+
+#[test]
+fn a_capacity_the_machine_cannot_back_is_refused_at_build_naming_the_sizes() {
+    let twice_the_machine = 2 * (meminfo("MemTotal") + meminfo("SwapTotal"));
+    let mut child = ChildProc::spawn("capacity-beyond-memory", |_| {});
+    for (what, requested) in [
+        // 2^40 u64s: 8 TiB of data after the header page.
+        ("items", page() + (8 << 40)),
+        // Rounded up to whole pages.
+        ("bytes", page() + twice_the_machine.next_multiple_of(page())),
+    ] {
+        let line = child.expect_line("attempt", HANG);
+        let fields = common::fields(&line);
+        assert_eq!(fields["what"], what, "{line}");
+        assert_eq!(
+            fields.get("requested"),
+            Some(&requested.to_string()),
+            "{line}"
+        );
+        let available: u64 = fields["available"].parse().unwrap();
+        assert!(available < requested, "{line}");
+        let message = &fields["message"];
+        assert!(
+            message.contains(&requested.to_string()) && message.contains(&available.to_string()),
+            "the message names both sizes: {message}"
+        );
+    }
+    child.finish();
 }
 
 // ---- a spin of Duration::MAX -----------------------------------------------
@@ -281,4 +377,84 @@ fn frames_are_sent_only_while_they_fit_before_the_index_limit() {
     assert_eq!(rx.try_recv_frame(&mut buf), Ok(3));
     assert_eq!(buf, [3; 16]);
     assert_eq!(rx.try_recv_frame(&mut buf), Err(Error::Empty));
+}
+
+// ---- huge pages and mlock ----------------------------------------------------
+
+#[test]
+fn huge_pages_refused_by_an_empty_pool_name_the_pages_needed_and_free() {
+    let free = meminfo("HugePages_Free") / 1024;
+    if free != 0 {
+        eprintln!(
+            "skipped: this machine has {free} free huge pages, so a huge-page ring may be built"
+        );
+        return;
+    }
+    let huge = meminfo("Hugepagesize");
+    let refused = Builder::new()
+        .capacity(1000)
+        .huge_pages(true)
+        .build::<u64>()
+        .err();
+    // One huge page of header, one of data.
+    let expected = Error::Exhausted(Exhaustion::HugePages {
+        requested: 2,
+        free: 0,
+    });
+    assert_eq!(refused, Some(expected), "huge page size {huge}");
+    let message = refused.unwrap().to_string();
+    assert!(
+        message.contains("needs 2 huge pages but 0 are free") && message.contains("nr_hugepages"),
+        "{message}"
+    );
+}
+
+/// Child: forbids locking any memory (`RLIMIT_MEMLOCK` 0, and without
+/// `CAP_IPC_LOCK`, which lets root ignore the limit), then asks for `mlock`
+/// at build and at open, and reports each refusal.
+fn mlock_without_limit() {
+    let none = rustix::process::Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Memlock, none).unwrap();
+    // Capabilities are per thread: this is the thread that builds.
+    let mut caps = rustix::thread::capabilities(None).unwrap();
+    caps.effective
+        .remove(rustix::thread::CapabilitySet::IPC_LOCK);
+    caps.permitted
+        .remove(rustix::thread::CapabilitySet::IPC_LOCK);
+    rustix::thread::set_capabilities(None, caps).unwrap();
+
+    let report = |what: &str, result: Result<(), Error>| match result {
+        Err(Error::Exhausted(Exhaustion::Memlock { requested, limit })) => common::report(
+            &format!("attempt what={what} requested={requested} limit={limit}"),
+        ),
+        other => common::report(&format!("attempt what={what} unexpected={other:?}")),
+    };
+    let locked = Builder::new().capacity(512).mlock(true);
+    report("build", locked.build::<u64>().map(drop));
+    let (tx, rx) = fdring::channel::<u64>(512).unwrap();
+    report(
+        "open",
+        locked
+            .open_receiver::<u64>(rx.into_fds().unwrap())
+            .map(drop),
+    );
+    drop(tx);
+}
+
+#[test]
+fn mlock_beyond_the_memlock_limit_names_the_bytes_and_the_limit() {
+    let mut child = ChildProc::spawn("mlock-without-limit", |_| {});
+    // 512 u64s are one page, mapped twice after the header page.
+    let requested = 3 * page();
+    for what in ["build", "open"] {
+        let line = child.expect_line("attempt", HANG);
+        assert_eq!(
+            line,
+            format!("attempt what={what} requested={requested} limit=0")
+        );
+    }
+    child.finish();
 }

@@ -1,6 +1,7 @@
 //! [`Builder`]: the options for creating a ring or opening a received
 //! one, and the checks and header reads that opening makes.
 
+use std::io;
 use std::marker::PhantomData;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,7 +13,7 @@ use bytemuck::Pod;
 use super::channel;
 use super::end::End;
 use super::{Fds, Receiver, Sender, DEFAULT_SPIN};
-use crate::error::{Error, Rejection};
+use crate::error::{Error, Exhaustion, Rejection};
 use crate::layout::{self, Config, Expected, Header};
 use crate::memfd::{self, CreateOptions, Mapping};
 use crate::signal::WakeSocket;
@@ -60,6 +61,24 @@ impl Builder {
 
     /// The least number of items the ring holds (rounded up to whole
     /// pages). Only used by [`build`](Self::build).
+    ///
+    /// The ring's memory is committed when it is built: `build` faults in
+    /// all of it (one header page, then `capacity * size_of::<T>()` bytes),
+    /// so that the stream never waits for a page fault, and refuses a ring
+    /// larger than the memory available (`MemAvailable` plus free swap,
+    /// within this process's cgroup limit) with
+    /// [`Exhaustion::Memory`](crate::Exhaustion::Memory), before it
+    /// allocates anything.
+    ///
+    /// ```
+    /// // 2^40 u64s would be 8 TiB.
+    /// let refused = fdring::Builder::new().capacity(1 << 40).build::<u64>();
+    /// assert!(matches!(
+    ///     refused,
+    ///     Err(fdring::Error::Exhausted(fdring::Exhaustion::Memory { .. }))
+    /// ));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
     pub fn capacity(mut self, capacity: usize) -> Builder {
         self.capacity = capacity;
         self
@@ -74,16 +93,54 @@ impl Builder {
     }
 
     /// Backs the ring with huge pages (`MFD_HUGETLB`); the capacity is then
-    /// rounded to whole huge pages. Fails with an `Io` error if the system
-    /// has no huge pages to give.
+    /// rounded to whole huge pages, and the header takes one too.
+    ///
+    /// The pages come from the system's pool of huge pages, which is empty
+    /// unless an administrator sized it (`/proc/sys/vm/nr_hugepages`).
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) fails with
+    /// [`Exhaustion::HugePages`](crate::Exhaustion::HugePages) naming the
+    /// huge pages needed and free if the pool has too few, and with `Io` if
+    /// the kernel has no huge-page support at all.
+    ///
+    /// ```
+    /// match fdring::Builder::new().capacity(1000).huge_pages(true).build::<u64>() {
+    ///     Ok((tx, _rx)) => println!("{} items in huge pages", tx.capacity()),
+    ///     Err(fdring::Error::Exhausted(fdring::Exhaustion::HugePages { requested, free })) => {
+    ///         println!("{requested} huge pages needed, {free} free");
+    ///     }
+    ///     Err(other) => panic!("{other}"),
+    /// }
+    /// ```
     pub fn huge_pages(mut self, huge_pages: bool) -> Builder {
         self.huge_pages = huge_pages;
         self
     }
 
     /// Locks this end's mapping into RAM (`mlock`) so that it never takes a
-    /// page fault, for real-time audio. Fails with an `Io` error if
-    /// `RLIMIT_MEMLOCK` is too low.
+    /// page fault, for real-time audio.
+    ///
+    /// Each end locks its whole mapping: the header page and the data
+    /// region twice (its mirror counts too), which `RLIMIT_MEMLOCK` must
+    /// allow unless the process has `CAP_IPC_LOCK`.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) and the `open_` calls fail with
+    /// [`Exhaustion::Memlock`](crate::Exhaustion::Memlock), naming the bytes
+    /// to lock and the limit, if the kernel refuses.
+    ///
+    /// ```
+    /// match fdring::Builder::new().capacity(512).mlock(true).build::<u64>() {
+    ///     Ok(_) => println!("locked"),
+    ///     Err(fdring::Error::Exhausted(fdring::Exhaustion::Memlock { requested, limit })) => {
+    ///         println!("{requested} bytes to lock, RLIMIT_MEMLOCK is {limit}");
+    ///     }
+    ///     Err(other) => panic!("{other}"),
+    /// }
+    /// ```
     pub fn mlock(mut self, mlock: bool) -> Builder {
         self.mlock = mlock;
         self
@@ -120,10 +177,15 @@ impl Builder {
 
     /// Creates a ring in a new sealed memfd and returns its two ends.
     ///
+    /// The ring's memory is committed here: see
+    /// [`capacity`](Self::capacity).
+    ///
     /// # Errors
     ///
-    /// As for [`channel`], and `Io` if huge pages or `mlock` were asked
-    /// for and the system refused them.
+    /// As for [`channel`], and `Exhausted(HugePages)` or
+    /// `Exhausted(Memlock)` if huge pages or `mlock` were asked for and the
+    /// system refused them (see [`huge_pages`](Self::huge_pages) and
+    /// [`mlock`](Self::mlock)). Nothing is left mapped or open on error.
     pub fn build<T: Pod>(&self) -> Result<(Sender<T>, Receiver<T>), Error> {
         let item_size = item_size::<T>()?;
         if self.capacity == 0 {
@@ -148,22 +210,45 @@ impl Builder {
             type_tag: self.type_tag.unwrap_or(0),
         };
         layout::check_geometry(&config, page_size)?;
-        memfd::set_len(memfd.as_fd(), config.file_len())?;
+        // The ring's memory is committed below: refuse what the machine
+        // cannot give before the memfd has a size.
+        let file_len = config.file_len();
+        let huge_pages_needed = file_len / page_size;
+        let no_huge_pages = |free: Option<u64>| {
+            Error::Exhausted(Exhaustion::HugePages {
+                requested: huge_pages_needed,
+                free: free.unwrap_or(0),
+            })
+        };
+        if self.huge_pages {
+            let free = memfd::free_huge_pages(page_size);
+            if free.is_some_and(|free| huge_pages_needed > free) {
+                return Err(no_huge_pages(free));
+            }
+        } else if let Some(available) = memfd::memory_shortfall(file_len) {
+            return Err(Error::Exhausted(Exhaustion::Memory {
+                requested: file_len,
+                available,
+            }));
+        }
+        memfd::set_len(memfd.as_fd(), file_len)?;
         let mapping = Mapping::new(memfd.as_fd(), config.data_offset, config.data_len()).map_err(
             |e| match e {
-                Error::Io { source, .. } if self.huge_pages => Error::io(
-                    "mapping the huge-page memfd (are enough huge pages reserved in \
-                     /proc/sys/vm/nr_hugepages?)",
-                    source,
-                ),
+                // The huge pages are reserved when the memfd is mapped.
+                Error::Io { source, .. }
+                    if self.huge_pages && source.kind() == io::ErrorKind::OutOfMemory =>
+                {
+                    no_huge_pages(memfd::free_huge_pages(page_size))
+                }
                 other => other,
             },
         )?;
         header_of(&mapping).init(&config);
         memfd::seal(memfd.as_fd())?;
         // Allocate the pages now rather than on the first lap of the
-        // stream (`docs/design.md`, "Pre-faulting").
-        mapping.populate();
+        // stream, checking as it goes that the machine still has the
+        // memory (`docs/design.md`, "Pre-faulting").
+        mapping.populate(self.huge_pages)?;
 
         let (sender_wake, receiver_wake) = WakeSocket::pair()?;
         let receiver_fds = Fds {

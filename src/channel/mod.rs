@@ -43,11 +43,17 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 /// pages (for `u64`, a multiple of 512); [`Sender::capacity`] tells the real
 /// value. Use [`Builder`] for the other options.
 ///
+/// The memory is committed at creation: the whole ring (a header page and
+/// `capacity * size_of::<T>()` bytes) is faulted in now, so that the stream
+/// never waits for a page fault (see [`Builder::capacity`]).
+///
 /// # Errors
 ///
 /// `Rejected(ZeroCapacity)` for a capacity of 0, `Rejected(ZeroSizedItem)`
 /// for a zero-sized `T`, `Rejected(BadCapacity)` if the ring would not fit
-/// the address space, `Io` if the kernel refuses the memfd or the mapping.
+/// the address space, `Exhausted(Memory)` if it is larger than the memory
+/// available (naming both), `Io` if the kernel refuses the memfd or the
+/// mapping.
 ///
 /// # Examples
 ///
