@@ -19,8 +19,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{env, spawn_bounded, start_watchdog, ChildProc, CHILD_ENV, HANG};
-use fdring::{Builder, Error, Exhaustion, FrameReceiver, FrameSender, Receiver, Sender};
+use fdring::{Builder, Error, Exhaustion, FrameReceiver, FrameSender, Receiver, Rejection, Sender};
 use raw::{Raw, INDEX_LIMIT};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 
 /// The entry point of every child process: runs the role named in
 /// `FDRING_TEST_CHILD`, or nothing when run as a plain (ignored) test.
@@ -34,6 +36,7 @@ fn child_entry() {
     match role.as_str() {
         "capacity-beyond-memory" => capacity_beyond_memory(),
         "mlock-without-limit" => mlock_without_limit(),
+        "frame-beyond-allocation" => frame_beyond_allocation(),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -456,5 +459,187 @@ fn mlock_beyond_the_memlock_limit_names_the_bytes_and_the_limit() {
             format!("attempt what={what} requested={requested} limit=0")
         );
     }
+    child.finish();
+}
+
+// ---- rings and frames larger than this end accepts -------------------------
+
+/// A sealed memfd holding a valid, sparse ring made by hand, as a peer would
+/// make it: a header page, then `data_len` bytes of `item_size`-byte items,
+/// of which only the pages written here take memory. `frame`, if any, is
+/// one valid frame record at stream offset 0 (a frame ring of bytes), of
+/// `len` payload bytes and `tag`, published whole.
+fn sparse_ring(item_size: u32, data_len: u64, frame: Option<(u64, u64)>) -> OwnedFd {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let memfd = rustix::fs::memfd_create(
+        "fdring-test",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
+    rustix::fs::ftruncate(&memfd, page() + data_len).unwrap();
+    let put = |at: usize, bytes: &[u8]| {
+        assert_eq!(
+            rustix::io::pwrite(&memfd, bytes, at as u64).unwrap(),
+            bytes.len()
+        );
+    };
+    put(raw::VERSION, &fdring::VERSION.to_ne_bytes());
+    put(raw::ITEM_SIZE, &item_size.to_ne_bytes());
+    put(raw::ITEM_ALIGN, &item_size.to_ne_bytes());
+    put(
+        raw::CAPACITY,
+        &(data_len / u64::from(item_size)).to_ne_bytes(),
+    );
+    put(raw::DATA_OFFSET, &page().to_ne_bytes());
+    if let Some((len, tag)) = frame {
+        let record = (24 + len).next_multiple_of(8);
+        assert!(item_size == 1 && record <= data_len);
+        let mut header = Vec::new();
+        header.extend_from_slice(&len.to_ne_bytes());
+        header.extend_from_slice(&tag.to_ne_bytes());
+        header.extend_from_slice(&0u32.to_ne_bytes());
+        header.extend_from_slice(b"FRM1");
+        put(page() as usize, &header);
+        put(raw::WRITE_INDEX, &record.to_ne_bytes());
+    }
+    put(raw::MAGIC, &fdring::MAGIC.to_ne_bytes());
+    let seals = SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW;
+    rustix::fs::fcntl_add_seals(&memfd, seals).unwrap();
+    memfd
+}
+
+/// A bundle of `memfd` and one end of a fresh socket pair, and the other
+/// end (the peer's, kept open so that this end does not see it hang up).
+fn bundle(memfd: OwnedFd) -> (fdring::Fds, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let fds = fdring::Fds {
+        memfd,
+        wake: ours.into(),
+    };
+    (fds, theirs)
+}
+
+#[test]
+fn a_ring_larger_than_the_default_bound_is_refused_at_open_until_raised() {
+    let two_gib: u64 = 2 << 30;
+    let too_large = |bytes, max| Error::Rejected(Rejection::TooLarge { bytes, max });
+    // The default: 1 GiB of data, whatever the item type.
+    let (fds, _peer) = bundle(sparse_ring(1, two_gib, None));
+    assert_eq!(
+        Receiver::<u8>::from_fds(fds).unwrap_err(),
+        too_large(two_gib, fdring::DEFAULT_MAX_DATA_BYTES)
+    );
+    let (fds, _peer) = bundle(sparse_ring(8, two_gib, None));
+    assert_eq!(
+        Sender::<u64>::from_fds(fds).unwrap_err(),
+        too_large(two_gib, 1 << 30)
+    );
+    // Raised to one item less than the ring: still refused, in bytes.
+    let (fds, _peer) = bundle(sparse_ring(8, two_gib, None));
+    let items = (two_gib / 8) as usize;
+    assert_eq!(
+        Builder::new()
+            .max_capacity(items - 1)
+            .open_receiver::<u64>(fds)
+            .unwrap_err(),
+        too_large(two_gib, two_gib - 8)
+    );
+    // Raised to the ring's capacity: accepted, and working.
+    let (fds, _peer) = bundle(sparse_ring(8, two_gib, None));
+    let mut rx = Builder::new()
+        .max_capacity(items)
+        .open_receiver::<u64>(fds)
+        .unwrap();
+    assert_eq!(rx.capacity(), items);
+    assert_eq!(rx.try_recv(), Err(Error::Empty));
+    let (fds, _peer) = bundle(sparse_ring(1, two_gib, None));
+    let mut tx = Builder::new()
+        .max_capacity(usize::MAX)
+        .open_sender::<u8>(fds)
+        .unwrap();
+    assert_eq!(tx.try_send(7), Ok(()));
+    // The message says what to raise.
+    let (fds, _peer) = bundle(sparse_ring(1, two_gib, None));
+    let message = Receiver::<u8>::from_fds(fds).unwrap_err().to_string();
+    assert!(message.contains("max_capacity"), "{message}");
+}
+
+#[test]
+fn the_bound_on_opened_rings_does_not_limit_the_rings_this_end_builds() {
+    let (mut tx, mut rx) = Builder::new()
+        .capacity(4096)
+        .max_capacity(1)
+        .build::<u64>()
+        .unwrap();
+    tx.send(3).unwrap();
+    assert_eq!(rx.recv(), Ok(3));
+}
+
+/// Child: opens the receiving end of a sparse 64 GiB frame ring holding one
+/// frame of 64 GiB - 24 bytes, as a hostile creator could hand over, then
+/// asks for a copy of it, which no allocator here can give: the copy must
+/// fail with an error (the process must not abort), and the frame must
+/// stay, to be received in place.
+///
+/// The address space is capped just above what is mapped, so that the
+/// allocation fails whatever the machine's memory and overcommit policy
+/// (and a regression that tried to copy would fail here, not swap the
+/// machine to death).
+fn frame_beyond_allocation() {
+    let data_len: u64 = 64 << 30;
+    let len = data_len - 24;
+    let (fds, _peer) = bundle(sparse_ring(1, data_len, Some((len, 0xf4a3e))));
+    let mut rx = FrameReceiver::new(
+        Builder::new()
+            .max_capacity(data_len as usize)
+            .open_receiver::<u8>(fds)
+            .unwrap(),
+    );
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let cap = vm_kib * 1024 + (256 << 20);
+    let limit = rustix::process::Rlimit {
+        current: Some(cap),
+        maximum: Some(cap),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::As, limit).unwrap();
+
+    let mut buf = Vec::new();
+    match rx.try_recv_frame(&mut buf) {
+        Err(e @ Error::Exhausted(Exhaustion::Allocation { requested })) => {
+            common::report(&format!(
+                "copy requested={requested} message={}",
+                e.to_string().replace(' ', "_")
+            ))
+        }
+        other => common::report(&format!("copy unexpected={other:?}")),
+    }
+    // Kept: the same frame, in place.
+    match rx.recv_frame_with(|frame| (frame.len(), frame.tag())) {
+        Ok((len, tag)) => common::report(&format!("in-place len={len} tag={tag:#x}")),
+        other => common::report(&format!("in-place unexpected={other:?}")),
+    }
+    common::report(&format!("then {:?}", rx.try_recv_frame(&mut buf)));
+}
+
+#[test]
+fn a_frame_too_large_to_copy_is_an_error_and_stays_in_the_ring() {
+    let mut child = ChildProc::spawn("frame-beyond-allocation", |_| {});
+    let len = (64u64 << 30) - 24;
+    let line = child.expect_line("copy", HANG);
+    assert!(
+        line.starts_with(&format!(
+            "copy requested={len} message=could_not_allocate_{len}_bytes"
+        )),
+        "{line}"
+    );
+    let line = child.expect_line("in-place", HANG);
+    assert_eq!(line, format!("in-place len={len} tag=0xf4a3e"));
+    let line = child.expect_line("then", HANG);
+    assert_eq!(line, "then Err(Empty)");
     child.finish();
 }

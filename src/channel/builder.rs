@@ -12,7 +12,7 @@ use bytemuck::Pod;
 #[cfg(doc)]
 use super::channel;
 use super::end::End;
-use super::{Fds, Receiver, Sender, DEFAULT_SPIN};
+use super::{Fds, Receiver, Sender, DEFAULT_MAX_DATA_BYTES, DEFAULT_SPIN};
 use crate::error::{Error, Exhaustion, Rejection};
 use crate::layout::{self, Config, Expected, Header};
 use crate::memfd::{self, CreateOptions, Mapping};
@@ -34,6 +34,9 @@ use crate::signal::WakeSocket;
 #[derive(Debug, Clone)]
 pub struct Builder {
     capacity: usize,
+    /// The most items an opened ring may hold; `None` is
+    /// [`DEFAULT_MAX_DATA_BYTES`] of data.
+    max_capacity: Option<usize>,
     type_tag: Option<u64>,
     huge_pages: bool,
     pub(super) mlock: bool,
@@ -48,10 +51,12 @@ impl Default for Builder {
 
 impl Builder {
     /// Options with no capacity yet, no type tag, normal pages, no `mlock`,
-    /// and [`DEFAULT_SPIN`].
+    /// [`DEFAULT_SPIN`], and rings of at most [`DEFAULT_MAX_DATA_BYTES`]
+    /// accepted by the `open_` calls.
     pub fn new() -> Builder {
         Builder {
             capacity: 0,
+            max_capacity: None,
             type_tag: None,
             huge_pages: false,
             mlock: false,
@@ -81,6 +86,33 @@ impl Builder {
     /// ```
     pub fn capacity(mut self, capacity: usize) -> Builder {
         self.capacity = capacity;
+        self
+    }
+
+    /// The most items a ring opened by the `open_` calls may hold: a
+    /// larger ring is refused before anything is mapped, so that a peer
+    /// cannot make this end map (or, copying frames out, allocate) more
+    /// than the program allows. Without it, the bound is
+    /// [`DEFAULT_MAX_DATA_BYTES`] of data region (1 GiB).
+    ///
+    /// [`build`](Self::build) is not bound by it: the creator chooses its
+    /// ring's size with [`capacity`](Self::capacity).
+    ///
+    /// ```
+    /// // A ring of 4096 bytes, as if received from another process.
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let fds = tx.into_fds()?;
+    /// // Accept rings of up to 4096 bytes only.
+    /// let tx = fdring::Builder::new().max_capacity(4096).open_sender::<u8>(fds)?;
+    /// let refused = fdring::Builder::new().max_capacity(1024).open_sender::<u8>(tx.into_fds()?);
+    /// assert_eq!(
+    ///     refused.unwrap_err(),
+    ///     fdring::Error::Rejected(fdring::Rejection::TooLarge { bytes: 4096, max: 1024 })
+    /// );
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn max_capacity(mut self, items: usize) -> Builder {
+        self.max_capacity = Some(items);
         self
     }
 
@@ -261,6 +293,8 @@ impl Builder {
         };
         let receiver = Builder {
             type_tag: Some(config.type_tag),
+            // This end made the ring, whatever its size.
+            max_capacity: Some(usize::MAX),
             ..self.clone()
         }
         .open_receiver(receiver_fds)?;
@@ -273,9 +307,11 @@ impl Builder {
     ///
     /// `Rejected(..)` naming the first check that failed: not a memfd,
     /// missing seals, wrong size, bad magic or version, item size or
-    /// alignment not `T`'s, wrong type tag, bad geometry, a wake-up fd that
-    /// is not a connected Unix stream socket.
-    /// `Io` if mapping it fails. Nothing is mapped on error.
+    /// alignment not `T`'s, wrong type tag, bad geometry, a ring larger
+    /// than [`max_capacity`](Self::max_capacity) (`TooLarge`), a wake-up fd
+    /// that is not a connected Unix stream socket.
+    /// `Exhausted(Memlock)` if [`mlock`](Self::mlock) was asked for and
+    /// refused. `Io` if mapping it fails. Nothing is mapped on error.
     pub fn open_sender<T: Pod>(&self, fds: Fds) -> Result<Sender<T>, Error> {
         let (mapping, config, memfd, wake) = self.open::<T>(fds)?;
         Ok(Sender {
@@ -312,6 +348,17 @@ impl Builder {
             page_size: verified.page_size,
         };
         let config = header.validate(&expected, verified.len)?;
+        let max = match self.max_capacity {
+            Some(items) => (items as u64).saturating_mul(u64::from(expected_size)),
+            None => DEFAULT_MAX_DATA_BYTES,
+        };
+        if config.data_len() > max {
+            return Err(Rejection::TooLarge {
+                bytes: config.data_len(),
+                max,
+            }
+            .into());
+        }
         let wake = WakeSocket::adopt(fds.wake)?;
         let mapping = Mapping::new(fds.memfd.as_fd(), config.data_offset, config.data_len())?;
         Ok((mapping, config, fds.memfd, wake))

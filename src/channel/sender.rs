@@ -44,7 +44,9 @@ pub struct Sender<T: Pod> {
 
 impl<T: Pod> Sender<T> {
     /// Opens a sending end from fds received from elsewhere, accepting any
-    /// type tag; see [`Builder::open_sender`] for the checks and errors.
+    /// type tag and rings of up to
+    /// [`DEFAULT_MAX_DATA_BYTES`](crate::DEFAULT_MAX_DATA_BYTES); see
+    /// [`Builder::open_sender`] for the checks and errors.
     ///
     /// ```
     /// let (tx, rx) = fdring::channel::<u16>(64)?;
