@@ -259,10 +259,11 @@ impl Mapping {
     /// received memfd it would let the peer make us allocate whatever size
     /// it declared.
     ///
-    /// Before each chunk it checks that what is left to fault in still
-    /// fits the [`available_memory`], so that pre-faulting never runs the
-    /// machine (or the cgroup) out of memory and brings the OOM killer in;
-    /// not for `huge_pages`, whose pages the mapping reserved from their
+    /// The caller checked that the whole file fits the memory available;
+    /// between chunks this checks again that what is left still fits
+    /// ([`memory_shortfall`]), so that pre-faulting never keeps going into
+    /// memory other processes took meanwhile and brings the OOM killer in.
+    /// Not for `huge_pages`, whose pages the mapping reserved from their
     /// own pool. An older kernel without the advice faults the pages on
     /// first touch as usual.
     ///
@@ -296,6 +297,7 @@ impl Mapping {
             })
         };
         let mut done = 0;
+        let mut retries = 0;
         while done < file_len {
             let left = file_len - done;
             // The caller checked the whole before the first chunk.
@@ -317,8 +319,14 @@ impl Mapping {
                 )
             };
             match advised {
-                Ok(()) => done += chunk,
-                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+                Ok(()) => {
+                    done += chunk;
+                    retries = 0;
+                }
+                // Interrupted, or a transient failure: again, a few times.
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) if retries < 8 => {
+                    retries += 1;
+                }
                 Err(rustix::io::Errno::NOMEM) => return Err(exhausted(done, available())),
                 // No such advice (before Linux 5.14), or a failure the
                 // first touch will meet again: fault on first touch.

@@ -350,9 +350,10 @@ impl<S: Side> Half<S> {
     /// index never passes the producer's, so for it this only bounds.)
     #[inline(always)]
     pub(crate) fn index_room(&self) -> u64 {
-        // `own <= INDEX_LIMIT`: the producer is never lent slots past it,
-        // and the consumer's index was checked against the producer's.
-        INDEX_LIMIT - self.own
+        // `own <= INDEX_LIMIT` on a valid ring: the producer is never lent
+        // slots past it, and the consumer's index was checked against the
+        // producer's. Only an index found corrupt at open can be past it.
+        INDEX_LIMIT.saturating_sub(self.own)
     }
 
     /// The slots this side may use by the cached peer index.
