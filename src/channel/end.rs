@@ -101,21 +101,32 @@ impl<S: Side> End<S> {
 
     #[inline]
     fn try_slots(&mut self, want: usize, min: usize) -> Result<Slots, Error> {
-        match self.half.slots(want, self.peer_gone) {
-            Ok(slots) if slots.len < min => Err(self.too_few(min)),
-            Err(Error::Full) if min > 1 => Err(self.too_few(min)),
-            other => other,
+        let slots = self.half.slots(want, self.peer_gone);
+        // The ring lends at least one slot, so `min == 1` (every call but
+        // the frame layer's) needs no check, and the item calls stay small
+        // enough to be inlined: keep anything more out of this function.
+        if min > 1 {
+            return self.at_least(slots, min);
         }
+        slots
     }
 
-    /// Fewer than `min` slots: full for now, or for good if a producer's
-    /// index is too near the format's limit ever to publish `min` more.
+    /// `slots` if it has at least `min` slots; otherwise full for now, or
+    /// for good if a producer's index is too near the format's limit ever
+    /// to publish `min` more.
     #[cold]
-    fn too_few(&self, min: usize) -> Error {
-        if S::PRODUCER && self.half.index_room() < min as u64 {
-            self.half.exhausted()
-        } else {
-            S::WOULD_BLOCK
+    #[inline(never)]
+    fn at_least(&self, slots: Result<Slots, Error>, min: usize) -> Result<Slots, Error> {
+        match slots {
+            Ok(slots) if slots.len >= min => Ok(slots),
+            Ok(_) | Err(Error::Full) => {
+                if S::PRODUCER && self.half.index_room() < min as u64 {
+                    Err(self.half.exhausted())
+                } else {
+                    Err(S::WOULD_BLOCK)
+                }
+            }
+            other => other,
         }
     }
 
