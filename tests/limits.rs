@@ -6,23 +6,25 @@
 //! `Duration::MAX`: each is an error naming what was asked for and what
 //! there was, never a crash, a hang, or blame on the peer.
 //!
-//! What could crash (an abort on a failed allocation) runs in a child
+//! What could crash (an abort on a failed allocation, the OOM killer) or
+//! needs its own limits (`RLIMIT_AS`, `RLIMIT_MEMLOCK`) runs in a child
 //! process (this test binary, in a role), so that a regression kills the
 //! child, not the test runner: the parent asserts that the child exited
-//! normally and reported the error.
+//! normally and reported the error. No test here depends on timing; each
+//! finishes well within a second.
 
 mod common;
 #[path = "support/raw.rs"]
 mod raw;
 
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{env, spawn_bounded, start_watchdog, ChildProc, CHILD_ENV, HANG};
 use fdring::{Builder, Error, Exhaustion, FrameReceiver, FrameSender, Receiver, Rejection, Sender};
 use raw::{Raw, INDEX_LIMIT};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 
 /// The entry point of every child process: runs the role named in
 /// `FDRING_TEST_CHILD`, or nothing when run as a plain (ignored) test.
