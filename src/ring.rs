@@ -236,8 +236,9 @@ impl Side for Write {
     fn end(peer: u64, capacity: u64) -> u64 {
         // `peer <= INDEX_LIMIT` and `capacity < 2^63` (the layout checked
         // that the ring fits the address space): no overflow. The cut at
-        // the limit is made here, when the consumer's index is loaded, so
-        // that lending slots costs nothing more for it.
+        // the limit is one `min` (a conditional move) per lending; keeping
+        // the result in a field of its own instead measured slower
+        // (`docs/design.md`, "Trust, concretely").
         (peer + capacity).min(INDEX_LIMIT)
     }
 }
@@ -284,9 +285,6 @@ pub(crate) struct Half<S> {
     own_slot: u64,
     /// The peer's index as last loaded and checked.
     cached_peer: u64,
-    /// `S::end(cached_peer)`: this side may use the slots from `own` up to
-    /// this index without looking at the peer's again.
-    cached_end: u64,
     corrupted: Option<Corruption>,
     side: PhantomData<S>,
 }
@@ -318,19 +316,11 @@ impl<S: Side> Half<S> {
         let peer = S::peer_index(shared.header()).load(Ordering::Acquire);
         let (write, read) = S::write_read(own, peer);
         let corrupted = check_fill(write, read, capacity).err();
-        // A corrupted ring lends nothing (every call reports it), so its
-        // end is only kept from underflowing `cached_end - own`.
-        let cached_end = if corrupted.is_some() {
-            own
-        } else {
-            S::end(peer, capacity)
-        };
         Half {
             own_slot: own % capacity,
             shared,
             own,
             cached_peer: peer,
-            cached_end,
             corrupted,
             side: PhantomData,
         }
@@ -359,9 +349,9 @@ impl<S: Side> Half<S> {
     /// The slots this side may use by the cached peer index.
     #[inline(always)]
     fn cached_usable(&self) -> u64 {
-        // `own <= cached_end`: checked when the peer's index was loaded,
-        // and `commit` never passes it.
-        self.cached_end - self.own
+        // `own <= end`: checked when the peer's index was loaded, and
+        // `commit` never passes it.
+        S::end(self.cached_peer, self.shared.capacity) - self.own
     }
 
     /// The slots this side may use, the peer's index freshly loaded.
@@ -387,7 +377,6 @@ impl<S: Side> Half<S> {
         match checked {
             Ok(fill) => {
                 self.cached_peer = peer;
-                self.cached_end = S::end(peer, self.shared.capacity);
                 Ok(fill)
             }
             Err(corruption) => {
