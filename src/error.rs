@@ -125,8 +125,10 @@ pub enum Exhaustion {
     HugePages {
         /// Huge pages the ring needs.
         requested: u64,
-        /// Huge pages free (`HugePages_Free` in `/proc/meminfo`; the pool is
-        /// sized by `/proc/sys/vm/nr_hugepages`).
+        /// Huge pages free and not reserved by a mapping
+        /// (`HugePages_Free` − `HugePages_Rsvd` in `/proc/meminfo`, for
+        /// the memfd's huge page size; the pool is sized by
+        /// `/proc/sys/vm/nr_hugepages`).
         free: u64,
     },
     /// `mlock` was asked for (`Builder::mlock`) and refused: the mapping is
@@ -143,8 +145,9 @@ pub enum Exhaustion {
         requested: u64,
     },
     /// This end's index reached the format's limit of 2^62 items
-    /// (`docs/format.md`): the stream cannot go on, make a new ring.
-    /// Nothing past the limit was published.
+    /// (`docs/format.md`), or is too near it for the frame to be sent: the
+    /// stream cannot go on, make a new ring. Nothing past the limit was
+    /// published.
     Indices {
         /// This end's index.
         index: u64,
@@ -471,8 +474,8 @@ impl fmt::Display for Exhaustion {
             ),
             Exhaustion::Indices { index } => write!(
                 f,
-                "this end's index reached {index}, the format's limit of 2^62 items: \
-                 the stream cannot go on in this ring"
+                "this end's index is {index}, at (or, for this frame, too near) the format's \
+                 limit of 2^62 items: the stream cannot go on in this ring"
             ),
         }
     }

@@ -42,7 +42,9 @@ pub const VERSION: u32 = 2;
 
 /// The largest index an honest peer can reach: 2^62 items is 14 years at
 /// 10^10 items a second. Refusing more keeps `index + capacity` far from
-/// overflow whatever a peer writes.
+/// overflow whatever a peer writes. A producer is never lent a slot past
+/// it (`Exhaustion::Indices`); a consumer cannot pass it, since it never
+/// passes the producer's index.
 pub(crate) const INDEX_LIMIT: u64 = 1 << 62;
 
 /// Size of one cache "line" as the format lays it out: 128 bytes, so that

@@ -73,7 +73,9 @@ pub mod mio;
 pub mod tokio;
 
 #[cfg(not(loom))]
-pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
+pub use channel::{
+    channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_MAX_DATA_BYTES, DEFAULT_SPIN,
+};
 pub use error::{Corruption, Error, Exhaustion, Field, Rejection, Role};
 #[cfg(not(loom))]
 pub use frame::{Frame, FrameMut, FrameReceiver, FrameSender, FrameStats};

@@ -20,9 +20,9 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use crate::error::{Corruption, Error};
+use crate::error::{Corruption, Error, Exhaustion};
 use crate::layout::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-use crate::layout::{indices_in_range, Header};
+use crate::layout::{indices_in_range, Header, INDEX_LIMIT};
 use std::sync::atomic::compiler_fence;
 
 /// A run of slots lent to a closure: the first slot's position in the data
@@ -185,9 +185,10 @@ pub(crate) trait Side {
     fn peer_closed(header: &Header) -> &AtomicU32;
     /// `(write, read)` from this side's index and the peer's.
     fn write_read(own: u64, peer: u64) -> (u64, u64);
-    /// The slots this side may use when `fill` items are in the ring:
-    /// the free ones (producer) or the ready ones (consumer).
-    fn usable(fill: u64, capacity: u64) -> u64;
+    /// The index up to which this side may go, the peer's index being
+    /// `peer` (checked): the producer up to a full ring but never past
+    /// [`INDEX_LIMIT`], the consumer up to the producer.
+    fn end(peer: u64, capacity: u64) -> u64;
 }
 
 /// The producer's side: it owns `write_index`, and its slots are the free
@@ -226,8 +227,13 @@ impl Side for Write {
         (own, peer)
     }
     #[inline(always)]
-    fn usable(fill: u64, capacity: u64) -> u64 {
-        capacity - fill
+    fn end(peer: u64, capacity: u64) -> u64 {
+        // `peer <= INDEX_LIMIT` and `capacity < 2^63` (the layout checked
+        // that the ring fits the address space): no overflow. The cut at
+        // the limit is one `min` (a conditional move) per lending; keeping
+        // the result in a field of its own instead measured slower
+        // (`docs/design.md`, "Trust, concretely").
+        (peer + capacity).min(INDEX_LIMIT)
     }
 }
 
@@ -257,8 +263,8 @@ impl Side for Read {
         (peer, own)
     }
     #[inline(always)]
-    fn usable(fill: u64, _capacity: u64) -> u64 {
-        fill
+    fn end(peer: u64, _capacity: u64) -> u64 {
+        peer
     }
 }
 
@@ -323,17 +329,30 @@ impl<S: Side> Half<S> {
         self.shared.fences = fences;
     }
 
+    /// Slots this side may still publish before its index reaches
+    /// [`INDEX_LIMIT`]: the most a producer may be lent. (A consumer's
+    /// index never passes the producer's, so for it this only bounds.)
+    #[inline(always)]
+    pub(crate) fn index_room(&self) -> u64 {
+        // `own <= INDEX_LIMIT` on a valid ring: the producer is never lent
+        // slots past it, and the consumer's index was checked against the
+        // producer's. Only an index found corrupt at open can be past it.
+        INDEX_LIMIT.saturating_sub(self.own)
+    }
+
     /// The slots this side may use by the cached peer index.
     #[inline(always)]
     fn cached_usable(&self) -> u64 {
-        let (write, read) = S::write_read(self.own, self.cached_peer);
-        S::usable(write - read, self.shared.capacity)
+        // `own <= end`: checked when the peer's index was loaded, and
+        // `commit` never passes it.
+        S::end(self.cached_peer, self.shared.capacity) - self.own
     }
 
     /// The slots this side may use, the peer's index freshly loaded.
     #[inline(always)]
     fn refresh_usable(&mut self) -> Result<u64, Corruption> {
-        Ok(S::usable(self.refresh()?, self.shared.capacity))
+        self.refresh()?;
+        Ok(self.cached_usable())
     }
 
     /// Loads and checks the peer's index; returns the fill level (items
@@ -371,10 +390,14 @@ impl<S: Side> Half<S> {
     /// producer, and for the consumer only once every published item was
     /// consumed.
     ///
+    /// A producer is never lent a slot past [`INDEX_LIMIT`]: near it, the
+    /// run is cut short, and at it the answer is `Exhausted(Indices)`.
+    ///
     /// # Errors
     ///
     /// `Full` / `Empty` if there is no slot, `Disconnected` as above,
-    /// `Corrupted` if the peer's index is invalid.
+    /// `Corrupted` if the peer's index is invalid, `Exhausted(Indices)` if
+    /// the producer's index is at the limit.
     #[inline]
     pub(crate) fn slots(&mut self, want: usize, peer_gone: bool) -> Result<Slots, Error> {
         if let Some(corruption) = self.corrupted {
@@ -388,6 +411,10 @@ impl<S: Side> Half<S> {
             usable = self.refresh_usable()?;
         }
         if usable == 0 {
+            // The producer's usable slots stop at the limit (`Side::end`).
+            if S::PRODUCER && self.index_room() == 0 {
+                return Err(self.exhausted());
+            }
             if S::PRODUCER || !(peer_gone || self.peer_closed()) {
                 return Err(S::WOULD_BLOCK);
             }
@@ -399,6 +426,13 @@ impl<S: Side> Half<S> {
             }
         }
         Ok(self.shared.run(self.own_slot, usable))
+    }
+
+    /// The error of a producer whose index is too near the limit for what
+    /// it needs: nothing past it was or will be published.
+    #[cold]
+    pub(crate) fn exhausted(&self) -> Error {
+        Error::Exhausted(Exhaustion::Indices { index: self.own })
     }
 
     /// Publishes (producer) or releases (consumer) `count` slots used since
@@ -431,8 +465,9 @@ impl<S: Side> Half<S> {
     /// peer made room, closed, or corrupted the ring in the meantime: then
     /// the caller retries instead of sleeping.
     pub(crate) fn arm(&mut self, min: u64) -> bool {
-        if self.corrupted.is_some() {
-            // Nothing to wait for: the retry reports the corruption.
+        if self.corrupted.is_some() || (S::PRODUCER && self.index_room() < min) {
+            // Nothing to wait for: the retry reports the corruption, or
+            // that this producer can never publish `min` more.
             return false;
         }
         announce_sleep(S::own_armed(self.shared.header()), self.shared.fences);
@@ -668,6 +703,33 @@ mod tests {
                 now: 1
             }))
         );
+    }
+
+    #[test]
+    fn a_producer_is_never_lent_a_slot_past_the_index_limit() {
+        let header = boxed_header(8);
+        header
+            .write_index
+            .0
+            .store(INDEX_LIMIT - 3, Ordering::Relaxed);
+        header
+            .read_index
+            .0
+            .store(INDEX_LIMIT - 3, Ordering::Relaxed);
+        let (mut tx, mut rx) = ends(&header, 8, true);
+        // 8 slots free, 3 left before the limit.
+        assert_eq!(tx.slots(usize::MAX, false).map(|s| s.len), Ok(3));
+        tx.commit(2);
+        assert_eq!(tx.slots(1, false).map(|s| s.len), Ok(1));
+        tx.commit(1);
+        let exhausted = Err(Error::Exhausted(Exhaustion::Indices { index: INDEX_LIMIT }));
+        assert_eq!(tx.slots(1, false), exhausted);
+        // With items unread, too: the limit, not the consumer, stops it.
+        assert_eq!(rx.slots(usize::MAX, false).map(|s| s.len), Ok(3));
+        assert_eq!(tx.slots(usize::MAX, false), exhausted);
+        rx.commit(3);
+        assert_eq!(rx.slots(1, false), Err(Error::Empty));
+        assert_eq!(tx.slots(1, false), exhausted);
     }
 
     #[test]

@@ -359,6 +359,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             format!("{RX_U64} FORGE 0 0 7 OWN_INDEX 5 1 TRY LEN"),
         ),
         (
+            // Reopened 2 items below 2^62: lent only those, then exhausted.
+            "sender_at_the_index_limit",
+            format!("{TX_U64} FORGE 0 0 7 OWN_INDEX 5 0 REOPEN WITH 0 SLICE 2 TRY WITH 0 LEN"),
+        ),
+        (
             "sender_forge_inside_closures",
             format!("{TX_U64} WITH_PEER 0 0 0 0 5 WITH_PEER 1 0 1 0 9 1 2 3 4 5 6 7 8 TRY"),
         ),

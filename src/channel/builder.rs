@@ -1,6 +1,7 @@
 //! [`Builder`]: the options for creating a ring or opening a received
 //! one, and the checks and header reads that opening makes.
 
+use std::io;
 use std::marker::PhantomData;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -11,8 +12,8 @@ use bytemuck::Pod;
 #[cfg(doc)]
 use super::channel;
 use super::end::End;
-use super::{Fds, Receiver, Sender, DEFAULT_SPIN};
-use crate::error::{Error, Rejection, Role};
+use super::{Fds, Receiver, Sender, DEFAULT_MAX_DATA_BYTES, DEFAULT_SPIN};
+use crate::error::{Error, Exhaustion, Rejection, Role};
 use crate::layout::{self, Config, Expected, Header};
 use crate::memfd::{self, CreateOptions, Mapping};
 use crate::signal::WakeSocket;
@@ -33,6 +34,9 @@ use crate::signal::WakeSocket;
 #[derive(Debug, Clone)]
 pub struct Builder {
     capacity: usize,
+    /// The most items an opened ring may hold; `None` is
+    /// [`DEFAULT_MAX_DATA_BYTES`] of data.
+    max_capacity: Option<usize>,
     type_tag: Option<u64>,
     huge_pages: bool,
     pub(super) mlock: bool,
@@ -47,10 +51,12 @@ impl Default for Builder {
 
 impl Builder {
     /// Options with no capacity yet, no type tag, normal pages, no `mlock`,
-    /// and [`DEFAULT_SPIN`].
+    /// [`DEFAULT_SPIN`], and rings of at most [`DEFAULT_MAX_DATA_BYTES`]
+    /// accepted by the `open_` calls.
     pub fn new() -> Builder {
         Builder {
             capacity: 0,
+            max_capacity: None,
             type_tag: None,
             huge_pages: false,
             mlock: false,
@@ -60,8 +66,53 @@ impl Builder {
 
     /// The least number of items the ring holds (rounded up to whole
     /// pages). Only used by [`build`](Self::build).
+    ///
+    /// The ring's memory is committed when it is built: `build` faults in
+    /// all of it (one header page, then `capacity * size_of::<T>()` bytes),
+    /// so that the stream never waits for a page fault, and refuses a ring
+    /// larger than the memory available (`MemAvailable` plus free swap,
+    /// within this process's cgroup limit) with
+    /// [`Exhaustion::Memory`](crate::Exhaustion::Memory), before it
+    /// allocates anything.
+    ///
+    /// ```
+    /// // 2^40 u64s would be 8 TiB.
+    /// let refused = fdring::Builder::new().capacity(1 << 40).build::<u64>();
+    /// assert!(matches!(
+    ///     refused,
+    ///     Err(fdring::Error::Exhausted(fdring::Exhaustion::Memory { .. }))
+    /// ));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
     pub fn capacity(mut self, capacity: usize) -> Builder {
         self.capacity = capacity;
+        self
+    }
+
+    /// The most items a ring opened by the `open_` calls may hold: a
+    /// larger ring is refused before anything is mapped, so that a peer
+    /// cannot make this end map (or, copying frames out, allocate) more
+    /// than the program allows. Without it, the bound is
+    /// [`DEFAULT_MAX_DATA_BYTES`] of data region (1 GiB).
+    ///
+    /// [`build`](Self::build) is not bound by it: the creator chooses its
+    /// ring's size with [`capacity`](Self::capacity).
+    ///
+    /// ```
+    /// // A ring of 4096 bytes, as if received from another process.
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let fds = tx.into_fds()?;
+    /// // Accept rings of up to 4096 bytes only.
+    /// let tx = fdring::Builder::new().max_capacity(4096).open_sender::<u8>(fds)?;
+    /// let refused = fdring::Builder::new().max_capacity(1024).open_sender::<u8>(tx.into_fds()?);
+    /// assert_eq!(
+    ///     refused.unwrap_err(),
+    ///     fdring::Error::Rejected(fdring::Rejection::TooLarge { bytes: 4096, max: 1024 })
+    /// );
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn max_capacity(mut self, items: usize) -> Builder {
+        self.max_capacity = Some(items);
         self
     }
 
@@ -74,16 +125,54 @@ impl Builder {
     }
 
     /// Backs the ring with huge pages (`MFD_HUGETLB`); the capacity is then
-    /// rounded to whole huge pages. Fails with an `Io` error if the system
-    /// has no huge pages to give.
+    /// rounded to whole huge pages, and the header takes one too.
+    ///
+    /// The pages come from the system's pool of huge pages, which is empty
+    /// unless an administrator sized it (`/proc/sys/vm/nr_hugepages`).
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) fails with
+    /// [`Exhaustion::HugePages`](crate::Exhaustion::HugePages) naming the
+    /// huge pages needed and free if the pool has too few, and with `Io` if
+    /// the kernel has no huge-page support at all.
+    ///
+    /// ```
+    /// match fdring::Builder::new().capacity(1000).huge_pages(true).build::<u64>() {
+    ///     Ok((tx, _rx)) => println!("{} items in huge pages", tx.capacity()),
+    ///     Err(fdring::Error::Exhausted(fdring::Exhaustion::HugePages { requested, free })) => {
+    ///         println!("{requested} huge pages needed, {free} free");
+    ///     }
+    ///     Err(other) => panic!("{other}"),
+    /// }
+    /// ```
     pub fn huge_pages(mut self, huge_pages: bool) -> Builder {
         self.huge_pages = huge_pages;
         self
     }
 
     /// Locks this end's mapping into RAM (`mlock`) so that it never takes a
-    /// page fault, for real-time audio. Fails with an `Io` error if
-    /// `RLIMIT_MEMLOCK` is too low.
+    /// page fault, for real-time audio.
+    ///
+    /// Each end locks its whole mapping: the header page and the data
+    /// region twice (its mirror counts too), which `RLIMIT_MEMLOCK` must
+    /// allow unless the process has `CAP_IPC_LOCK`.
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) and the `open_` calls fail with
+    /// [`Exhaustion::Memlock`](crate::Exhaustion::Memlock), naming the bytes
+    /// to lock and the limit, if the kernel refuses.
+    ///
+    /// ```
+    /// match fdring::Builder::new().capacity(512).mlock(true).build::<u64>() {
+    ///     Ok(_) => println!("locked"),
+    ///     Err(fdring::Error::Exhausted(fdring::Exhaustion::Memlock { requested, limit })) => {
+    ///         println!("{requested} bytes to lock, RLIMIT_MEMLOCK is {limit}");
+    ///     }
+    ///     Err(other) => panic!("{other}"),
+    /// }
+    /// ```
     pub fn mlock(mut self, mlock: bool) -> Builder {
         self.mlock = mlock;
         self
@@ -97,7 +186,22 @@ impl Builder {
     /// while the peer is slow; sleeping costs a system call on each side
     /// and a scheduler wake-up (tens of microseconds on a virtual machine)
     /// when the peer is fast. The default, [`DEFAULT_SPIN`], is about one
-    /// wake-up's cost. `Duration::ZERO` sleeps at once.
+    /// wake-up's cost. `Duration::ZERO` sleeps at once; `Duration::MAX`
+    /// never sleeps (a `_timeout` call spins until its timeout). A spin
+    /// longer than a millisecond looks at the wake-up socket every
+    /// millisecond, so that it still notices a peer that died.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // Busy-wait, never sleep: for a core reserved for this thread.
+    /// let (mut tx, mut rx) = fdring::Builder::new()
+    ///     .capacity(512)
+    ///     .spin(Duration::MAX)
+    ///     .build::<u64>()?;
+    /// std::thread::spawn(move || tx.send(3));
+    /// assert_eq!(rx.recv()?, 3);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
     pub fn spin(mut self, spin: Duration) -> Builder {
         self.spin = spin;
         self
@@ -110,10 +214,15 @@ impl Builder {
 
     /// Creates a ring in a new sealed memfd and returns its two ends.
     ///
+    /// The ring's memory is committed here: see
+    /// [`capacity`](Self::capacity).
+    ///
     /// # Errors
     ///
-    /// As for [`channel`], and `Io` if huge pages or `mlock` were asked
-    /// for and the system refused them.
+    /// As for [`channel`], and `Exhausted(HugePages)` or
+    /// `Exhausted(Memlock)` if huge pages or `mlock` were asked for and the
+    /// system refused them (see [`huge_pages`](Self::huge_pages) and
+    /// [`mlock`](Self::mlock)). Nothing is left mapped or open on error.
     pub fn build<T: Pod>(&self) -> Result<(Sender<T>, Receiver<T>), Error> {
         let item_size = item_size::<T>()?;
         if self.capacity == 0 {
@@ -140,22 +249,45 @@ impl Builder {
             wake_inodes: [sender_wake.inode()?, receiver_wake.inode()?],
         };
         layout::check_geometry(&config, page_size)?;
-        memfd::set_len(memfd.as_fd(), config.file_len())?;
+        // The ring's memory is committed below: refuse what the machine
+        // cannot give before the memfd has a size.
+        let file_len = config.file_len();
+        let huge_pages_needed = file_len / page_size;
+        let no_huge_pages = |free: Option<u64>| {
+            Error::Exhausted(Exhaustion::HugePages {
+                requested: huge_pages_needed,
+                free: free.unwrap_or(0),
+            })
+        };
+        if self.huge_pages {
+            let free = memfd::free_huge_pages(page_size);
+            if free.is_some_and(|free| huge_pages_needed > free) {
+                return Err(no_huge_pages(free));
+            }
+        } else if let Some(available) = memfd::memory_shortfall(file_len) {
+            return Err(Error::Exhausted(Exhaustion::Memory {
+                requested: file_len,
+                available,
+            }));
+        }
+        memfd::set_len(memfd.as_fd(), file_len)?;
         let mapping = Mapping::new(memfd.as_fd(), config.data_offset, config.data_len()).map_err(
             |e| match e {
-                Error::Io { source, .. } if self.huge_pages => Error::io(
-                    "mapping the huge-page memfd (are enough huge pages reserved in \
-                     /proc/sys/vm/nr_hugepages?)",
-                    source,
-                ),
+                // The huge pages are reserved when the memfd is mapped.
+                Error::Io { source, .. }
+                    if self.huge_pages && source.kind() == io::ErrorKind::OutOfMemory =>
+                {
+                    no_huge_pages(memfd::free_huge_pages(page_size))
+                }
                 other => other,
             },
         )?;
         header_of(&mapping).init(&config);
         memfd::seal(memfd.as_fd())?;
         // Allocate the pages now rather than on the first lap of the
-        // stream (`docs/design.md`, "Pre-faulting").
-        mapping.populate();
+        // stream, checking as it goes that the machine still has the
+        // memory (`docs/design.md`, "Pre-faulting").
+        mapping.populate(self.huge_pages)?;
 
         let receiver_fds = Fds {
             memfd: dup(&memfd)?,
@@ -167,6 +299,8 @@ impl Builder {
         };
         let receiver = Builder {
             type_tag: Some(config.type_tag),
+            // This end made the ring, whatever its size.
+            max_capacity: Some(usize::MAX),
             ..self.clone()
         }
         .open_receiver(receiver_fds)?;
@@ -180,10 +314,12 @@ impl Builder {
     /// `Rejected(..)` naming the first check that failed: not a memfd,
     /// missing seals, wrong size, bad magic or version, item size or
     /// alignment not `T`'s, wrong type tag, bad geometry, indices out of
-    /// range (`BadIndices`), a wake-up fd that is not a connected Unix
-    /// stream socket, the other end's bundle (`WrongRole`), or a socket of
-    /// another ring (`ForeignWakeSocket`).
-    /// `Io` if mapping it fails. Nothing is mapped on error.
+    /// range (`BadIndices`), a ring larger than
+    /// [`max_capacity`](Self::max_capacity) (`TooLarge`), a wake-up fd that
+    /// is not a connected Unix stream socket, the other end's bundle
+    /// (`WrongRole`), or a socket of another ring (`ForeignWakeSocket`).
+    /// `Exhausted(Memlock)` if [`mlock`](Self::mlock) was asked for and
+    /// refused. `Io` if mapping it fails. Nothing is mapped on error.
     pub fn open_sender<T: Pod>(&self, fds: Fds) -> Result<Sender<T>, Error> {
         let (mapping, config, memfd, wake) = self.open::<T>(fds, Role::Sender)?;
         Ok(Sender {
@@ -225,6 +361,17 @@ impl Builder {
             page_size: verified.page_size,
         };
         let config = header.validate(&expected, verified.len)?;
+        let max = match self.max_capacity {
+            Some(items) => (items as u64).saturating_mul(u64::from(expected_size)),
+            None => DEFAULT_MAX_DATA_BYTES,
+        };
+        if config.data_len() > max {
+            return Err(Rejection::TooLarge {
+                bytes: config.data_len(),
+                max,
+            }
+            .into());
+        }
         let wake = WakeSocket::adopt(fds.wake)?;
         layout::check_wake_inode(&config, role, wake.inode()?)?;
         let mapping = Mapping::new(fds.memfd.as_fd(), config.data_offset, config.data_len())?;

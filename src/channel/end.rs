@@ -101,8 +101,31 @@ impl<S: Side> End<S> {
 
     #[inline]
     fn try_slots(&mut self, want: usize, min: usize) -> Result<Slots, Error> {
-        match self.half.slots(want, self.peer_gone) {
-            Ok(slots) if slots.len < min => Err(S::WOULD_BLOCK),
+        let slots = self.half.slots(want, self.peer_gone);
+        // The ring lends at least one slot, so `min == 1` (every call but
+        // the frame layer's) needs no check, and the item calls stay small
+        // enough to be inlined: keep anything more out of this function.
+        if min > 1 {
+            return self.at_least(slots, min);
+        }
+        slots
+    }
+
+    /// `slots` if it has at least `min` slots; otherwise full for now, or
+    /// for good if a producer's index is too near the format's limit ever
+    /// to publish `min` more.
+    #[cold]
+    #[inline(never)]
+    fn at_least(&self, slots: Result<Slots, Error>, min: usize) -> Result<Slots, Error> {
+        match slots {
+            Ok(slots) if slots.len >= min => Ok(slots),
+            Ok(_) | Err(Error::Full) => {
+                if S::PRODUCER && self.half.index_room() < min as u64 {
+                    Err(self.half.exhausted())
+                } else {
+                    Err(S::WOULD_BLOCK)
+                }
+            }
             other => other,
         }
     }
@@ -113,12 +136,7 @@ impl<S: Side> End<S> {
     /// that a retry after the peer's death returns `Disconnected`.
     pub(super) fn prepare_wait(&mut self, min: usize) -> Result<bool, Error> {
         // Drain first: any wake-up from here on answers this arm.
-        let drained = self.wake.drain()?;
-        if drained == Drained::PeerGone
-            || (!self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone))
-        {
-            self.peer_gone = true;
-        }
+        let drained = self.look_for_peer()?;
         // Still readable: a wait would return at once, so retry now.
         if drained == Drained::StillReadable {
             return Ok(false);
@@ -128,6 +146,19 @@ impl<S: Side> End<S> {
             return Ok(false);
         }
         Ok(self.half.arm(min as u64))
+    }
+
+    /// Drains the wake-up socket and notes whether the peer is gone (its
+    /// socket hung up, or the watched liveness fired); returns what the
+    /// drain found.
+    fn look_for_peer(&mut self) -> Result<Drained, Error> {
+        let drained = self.wake.drain()?;
+        if drained == Drained::PeerGone
+            || (!self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone))
+        {
+            self.peer_gone = true;
+        }
+        Ok(drained)
     }
 
     /// Waits until the ring lends at least one slot: spins for `spin`, then
@@ -144,12 +175,23 @@ impl<S: Side> End<S> {
             return first;
         }
         if !self.spin.is_zero() {
-            let now = Instant::now();
-            let spin_until = deadline.map_or(now + self.spin, |d| d.min(now + self.spin));
+            // A spin too long to represent (`Duration::MAX`) spins until
+            // the deadline, or for as long as it takes.
+            let spin_end = Instant::now().checked_add(self.spin);
+            let spin_until = match (deadline, spin_end) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
             // Spin briefly with growing pauses, then yield the CPU between
             // checks: on a machine with few cores, the peer we wait for
             // may have been woken on this very core, and a pure spin would
             // keep it off the CPU until the spin ends (docs/design.md).
+            //
+            // A long spin also looks at the socket now and then, as a sleep
+            // would: a peer that died without closing its end (killed)
+            // never changes the ring, and must not keep this call spinning
+            // forever.
+            let mut look_at = Instant::now().checked_add(SPIN_LOOK_EVERY);
             let mut step = 0;
             loop {
                 if step < 4 {
@@ -164,8 +206,14 @@ impl<S: Side> End<S> {
                 if !would_block(&attempt) {
                     return attempt;
                 }
-                if Instant::now() >= spin_until {
+                let now = Instant::now();
+                if spin_until.is_some_and(|until| now >= until) {
                     break;
+                }
+                if look_at.is_some_and(|at| now >= at) {
+                    // The retry reports a peer found gone.
+                    self.look_for_peer()?;
+                    look_at = now.checked_add(SPIN_LOOK_EVERY);
                 }
             }
         }
@@ -174,11 +222,9 @@ impl<S: Side> End<S> {
                 self.stats.sleeps += 1;
                 // Without the heavy barrier a light publisher's wake-up can
                 // be lost, so such sleeps are sliced (`signal::poll_timeout`).
-                let until = match signal::poll_timeout() {
-                    Some(slice) => {
-                        let end = Instant::now() + slice;
-                        Some(deadline.map_or(end, |d| d.min(end)))
-                    }
+                let until = match signal::poll_timeout().and_then(|s| Instant::now().checked_add(s))
+                {
+                    Some(end) => Some(deadline.map_or(end, |d| d.min(end))),
                     None => deadline,
                 };
                 let woken = signal::wait(&self.wake, self.peer.as_ref(), until);
@@ -262,6 +308,11 @@ impl Wait {
         Wait::Until(Instant::now().checked_add(timeout))
     }
 }
+
+/// How often a spin longer than this looks at the wake-up socket for the
+/// peer's hang-up: rarely enough to cost nothing next to the yields, often
+/// enough that a killed peer is noticed at once by a person's measure.
+const SPIN_LOOK_EVERY: Duration = Duration::from_millis(1);
 
 /// `want` for the closure calls: they lend every slot there is.
 pub(super) const ALL: usize = usize::MAX;

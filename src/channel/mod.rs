@@ -36,6 +36,21 @@ pub use stats::Stats;
 /// ```
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
+/// The largest data region, in bytes, that the `open_` calls and
+/// `from_fds` accept from a peer unless [`Builder::max_capacity`] says
+/// otherwise: 1 GiB.
+///
+/// A ring received from elsewhere is the peer's to size; this bounds what it
+/// can make this end map (twice, for the mirror) and what
+/// [`FrameReceiver::recv_frame`](crate::FrameReceiver::recv_frame) may
+/// allocate for one frame. 1 GiB holds 32 frames of 4K RGBA video, or
+/// hours of audio; a program that needs more raises it.
+///
+/// ```
+/// assert_eq!(fdring::DEFAULT_MAX_DATA_BYTES, 1 << 30);
+/// ```
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 1 << 30;
+
 /// Creates a ring of at least `capacity` items in a new sealed memfd and
 /// returns its two ends.
 ///
@@ -43,11 +58,17 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 /// pages (for `u64`, a multiple of 512); [`Sender::capacity`] tells the real
 /// value. Use [`Builder`] for the other options.
 ///
+/// The memory is committed at creation: the whole ring (a header page and
+/// `capacity * size_of::<T>()` bytes) is faulted in now, so that the stream
+/// never waits for a page fault (see [`Builder::capacity`]).
+///
 /// # Errors
 ///
 /// `Rejected(ZeroCapacity)` for a capacity of 0, `Rejected(ZeroSizedItem)`
 /// for a zero-sized `T`, `Rejected(BadCapacity)` if the ring would not fit
-/// the address space, `Io` if the kernel refuses the memfd or the mapping.
+/// the address space, `Exhausted(Memory)` if it is larger than the memory
+/// available (naming both), `Io` if the kernel refuses the memfd or the
+/// mapping.
 ///
 /// # Examples
 ///

@@ -35,7 +35,9 @@ pub struct Receiver<T: Pod> {
 
 impl<T: Pod> Receiver<T> {
     /// Opens a receiving end from fds received from elsewhere, accepting any
-    /// type tag; see [`Builder::open_sender`] for the checks and errors.
+    /// type tag and rings of up to
+    /// [`DEFAULT_MAX_DATA_BYTES`](crate::DEFAULT_MAX_DATA_BYTES); see
+    /// [`Builder::open_sender`] for the checks and errors.
     ///
     /// ```
     /// let (tx, rx) = fdring::channel::<u16>(64)?;

@@ -44,7 +44,9 @@ pub struct Sender<T: Pod> {
 
 impl<T: Pod> Sender<T> {
     /// Opens a sending end from fds received from elsewhere, accepting any
-    /// type tag; see [`Builder::open_sender`] for the checks and errors.
+    /// type tag and rings of up to
+    /// [`DEFAULT_MAX_DATA_BYTES`](crate::DEFAULT_MAX_DATA_BYTES); see
+    /// [`Builder::open_sender`] for the checks and errors.
     ///
     /// ```
     /// let (tx, rx) = fdring::channel::<u16>(64)?;
@@ -192,7 +194,9 @@ impl<T: Pod> Sender<T> {
     ///
     /// `Full` if there is no free slot (`fill` is not called),
     /// `Disconnected` if the receiver is gone, `Corrupted` if it broke the
-    /// protocol.
+    /// protocol, `Exhausted(Indices)` once this end has published 2^62
+    /// items, the format's limit (a new ring is needed). Near the limit,
+    /// `fill` is lent only the slots left before it.
     ///
     /// # Panics
     ///
@@ -227,7 +231,8 @@ impl<T: Pod> Sender<T> {
     ///
     /// `Disconnected` if the receiver is gone (dropped, or its process
     /// died: its wake-up socket hung up, or a watched liveness fired),
-    /// `Corrupted`, or `Io` if waiting failed. A timeout, however short,
+    /// `Corrupted`, `Exhausted(Indices)` (at once, without waiting) as
+    /// for `try_send_with`, or `Io` if waiting failed. A timeout, however short,
     /// looks at the wake-up socket once before it reports `Timeout`.
     ///
     /// # Panics
@@ -425,7 +430,9 @@ impl io::Write for Sender<u8> {
     /// Writes as many bytes as there is room for, waiting until there is
     /// room for at least one.
     ///
-    /// A receiver that is gone is `BrokenPipe`, as with a pipe.
+    /// A receiver that is gone is `BrokenPipe`, as with a pipe; a stream
+    /// at the format's limit of 2^62 bytes is `Other` (its inner error is
+    /// `Exhausted(Indices)`).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::record::{check_align, parse, Bad, MIN_ALIGN};
 use super::FrameStats;
 use crate::channel::{Fds, Receiver, Wait};
-use crate::error::{Corruption, Error};
+use crate::error::{Corruption, Error, Exhaustion};
 use crate::Liveness;
 // Named in the documentation only.
 #[cfg(doc)]
@@ -410,9 +410,17 @@ impl FrameReceiver {
     /// contents; it allocates only if `buf` is too small) and returns its
     /// tag. Does not wait.
     ///
+    /// The sender chooses the frame's length, up to the ring's capacity,
+    /// which the receiving end bounds when it opens the ring
+    /// ([`Builder::max_capacity`](crate::Builder::max_capacity)).
+    ///
     /// # Errors
     ///
-    /// As for [`try_recv_frame_with`](Self::try_recv_frame_with).
+    /// As for [`try_recv_frame_with`](Self::try_recv_frame_with), and
+    /// `Exhausted(Allocation)` if `buf` cannot grow to the frame's length:
+    /// the frame is then not released, and the next receive (in place with
+    /// [`try_recv_frame_with`](Self::try_recv_frame_with), or into a
+    /// buffer that has the room) gets it again. `buf` is left empty.
     ///
     /// ```
     /// let (tx, rx) = fdring::channel::<u8>(4096)?;
@@ -425,7 +433,7 @@ impl FrameReceiver {
     /// # Ok::<(), fdring::Error>(())
     /// ```
     pub fn try_recv_frame(&mut self, buf: &mut Vec<u8>) -> Result<u64, Error> {
-        self.recv_in(Wait::Never, copy_out(buf))
+        self.recv_or_keep(Wait::Never, copy_out(buf))
     }
 
     /// Receives a copy of the next frame into `buf`, waiting for one, and
@@ -433,7 +441,9 @@ impl FrameReceiver {
     ///
     /// # Errors
     ///
-    /// As for [`recv_frame_with`](Self::recv_frame_with).
+    /// As for [`recv_frame_with`](Self::recv_frame_with), and
+    /// `Exhausted(Allocation)` as for
+    /// [`try_recv_frame`](Self::try_recv_frame) (the frame is kept).
     ///
     /// ```
     /// let (tx, rx) = fdring::channel::<u8>(4096)?;
@@ -445,7 +455,7 @@ impl FrameReceiver {
     /// # Ok::<(), fdring::Error>(())
     /// ```
     pub fn recv_frame(&mut self, buf: &mut Vec<u8>) -> Result<u64, Error> {
-        self.recv_in(Wait::Until(None), copy_out(buf))
+        self.recv_or_keep(Wait::Until(None), copy_out(buf))
     }
 
     /// Receives a copy of the next frame into `buf`, waiting at most
@@ -453,7 +463,9 @@ impl FrameReceiver {
     ///
     /// # Errors
     ///
-    /// As for [`recv_frame_with_timeout`](Self::recv_frame_with_timeout).
+    /// As for [`recv_frame_with_timeout`](Self::recv_frame_with_timeout),
+    /// and `Exhausted(Allocation)` as for
+    /// [`try_recv_frame`](Self::try_recv_frame) (the frame is kept).
     ///
     /// ```
     /// use std::time::Duration;
@@ -469,7 +481,7 @@ impl FrameReceiver {
         buf: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<u64, Error> {
-        self.recv_in(Wait::timeout(timeout), copy_out(buf))
+        self.recv_or_keep(Wait::timeout(timeout), copy_out(buf))
     }
 
     /// Latest-frame-wins: releases, unread, every ready frame but the
@@ -643,6 +655,15 @@ impl FrameReceiver {
     where
         F: FnOnce(Frame<'_>) -> R,
     {
+        self.recv_or_keep(wait, |frame| Ok(consume(frame)))
+    }
+
+    /// Lends the next frame to `consume`, and releases it unless `consume`
+    /// fails: the frame then stays first in the ring for the next call.
+    fn recv_or_keep<R, F>(&mut self, wait: Wait, consume: F) -> Result<R, Error>
+    where
+        F: FnOnce(Frame<'_>) -> Result<R, Error>,
+    {
         let align = self.align;
         let mut out = None;
         let mut defect = None;
@@ -652,9 +673,16 @@ impl FrameReceiver {
             ready = bytes.len();
             match parse(bytes, align) {
                 Ok((frame, record)) => {
-                    lent = (1, frame.len() as u64);
-                    out = Some(consume(frame));
-                    record
+                    let len = frame.len() as u64;
+                    let result = consume(frame);
+                    let release = if result.is_ok() {
+                        lent = (1, len);
+                        record
+                    } else {
+                        0
+                    };
+                    out = Some(result);
+                    release
                 }
                 Err(bad) => {
                     defect = Some(Defect { at: 0, bad });
@@ -667,7 +695,7 @@ impl FrameReceiver {
         }
         self.stats.frames += lent.0;
         self.stats.bytes += lent.1;
-        Ok(out.expect("a frame was lent"))
+        out.expect("a frame was lent")
     }
 
     fn latest_in<R, F>(&mut self, wait: Wait, consume: F) -> Result<R, Error>
@@ -733,12 +761,19 @@ impl FrameReceiver {
     }
 }
 
-/// The closure of the copying receives.
-fn copy_out(buf: &mut Vec<u8>) -> impl FnOnce(Frame<'_>) -> u64 + '_ {
+/// The closure of the copying receives: the allocation may fail (the
+/// frame's length is the sender's to choose, up to the ring's size), and
+/// is then reported instead of aborting the process.
+fn copy_out(buf: &mut Vec<u8>) -> impl FnOnce(Frame<'_>) -> Result<u64, Error> + '_ {
     move |frame| {
         buf.clear();
+        buf.try_reserve_exact(frame.len()).map_err(|_| {
+            Error::Exhausted(Exhaustion::Allocation {
+                requested: frame.len() as u64,
+            })
+        })?;
         buf.extend_from_slice(frame.bytes());
-        frame.tag()
+        Ok(frame.tag())
     }
 }
 

@@ -446,7 +446,9 @@ impl FrameSender {
     /// [`max_frame_len`](Self::max_frame_len) (such a frame could never
     /// fit); `Io` with [`io::ErrorKind::InvalidInput`] if the ring was
     /// written outside of frames (its stream does not stand on a multiple
-    /// of 8).
+    /// of 8); `Exhausted(Indices)` if the stream is too near the format's
+    /// limit of 2^62 bytes for this frame (a new ring is needed; nothing
+    /// past the limit is ever published).
     ///
     /// # Panics
     ///
@@ -473,8 +475,9 @@ impl FrameSender {
     ///
     /// # Errors
     ///
-    /// `Disconnected`, `Corrupted`, `Io` as for `try_send_frame_with`
-    /// (an oversized frame is refused at once, not waited for).
+    /// `Disconnected`, `Corrupted`, `Io`, `Exhausted` as for
+    /// `try_send_frame_with` (an oversized frame, or one that would pass the
+    /// index limit, is refused at once, not waited for).
     ///
     /// # Panics
     ///

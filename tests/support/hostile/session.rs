@@ -8,13 +8,14 @@ use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fdring::{Builder, Error, Liveness, Receiver, Rejection, Sender};
+use fdring::{Builder, Error, Exhaustion, Liveness, Receiver, Rejection, Sender};
 use rustix::event::PollFlags;
 
 use super::model::{legal, Model, Pending};
 use super::script::{Item, Script};
 use super::setup::{Built, Expect};
 use super::world::{ready, World};
+use super::INDEX_LIMIT;
 use super::{tracing, Options, Raw, MAX_OPS, SLACK, WAIT_BUDGET};
 
 // ---- the sessions ----------------------------------------------------------
@@ -308,9 +309,21 @@ impl World {
             "lent {len} slots of {}",
             self.m.cap
         );
-        let implied = i128::from(self.m.mine) + i128::from(len) - i128::from(self.m.cap);
         assert!(
-            u64::try_from(implied).is_ok_and(|r| self.m.seen.contains(&r)),
+            self.m.mine + len <= INDEX_LIMIT,
+            "lent {len} slots at write {}: past the index limit",
+            self.m.mine
+        );
+        let implied = i128::from(self.m.mine) + i128::from(len) - i128::from(self.m.cap);
+        // Every free slot, or, near the index limit, every slot up to it.
+        let up_to_the_limit = self.m.mine + len == INDEX_LIMIT
+            && self
+                .m
+                .seen
+                .iter()
+                .any(|&r| i128::from(r) >= implied && r <= self.m.mine);
+        assert!(
+            u64::try_from(implied).is_ok_and(|r| self.m.seen.contains(&r)) || up_to_the_limit,
             "lent {len} slots at write {}: the peer never stored read index {implied}",
             self.m.mine
         );
@@ -434,6 +447,13 @@ impl World {
                 self.m.hung_up, self.m.liveness_dead
             ),
             Error::Io { .. } if io => {}
+            Error::Exhausted(Exhaustion::Indices { index }) if self.m.sender => {
+                assert_eq!(index, self.m.mine, "{what}: not my index");
+                assert_eq!(
+                    index, INDEX_LIMIT,
+                    "{what}: exhausted before the index limit"
+                );
+            }
             e if e == would_block && self.m.sender => self.check_full(what),
             e if e == would_block => self.check_empty(what),
             other => panic!("{what}: unexpected {other:?}"),
