@@ -514,6 +514,12 @@ fn sparse_ring(item_size: u32, data_len: u64, frame: Option<(u64, u64)>) -> Owne
 /// end (the peer's, kept open so that this end does not see it hang up).
 fn bundle(memfd: OwnedFd) -> (fdring::Fds, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
+    // The header names this socket as either end's (format version 2), so
+    // that the bundle opens as whichever end a test asks for.
+    let inode = rustix::fs::fstat(&ours).unwrap().st_ino.to_ne_bytes();
+    for at in [raw::WAKE_INODES, raw::WAKE_INODES + 8] {
+        assert_eq!(rustix::io::pwrite(&memfd, &inode, at as u64).unwrap(), 8);
+    }
     let fds = fdring::Fds {
         memfd,
         wake: ours.into(),
