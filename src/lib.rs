@@ -68,7 +68,7 @@ pub mod mio;
 pub mod tokio;
 
 #[cfg(not(loom))]
-pub use channel::{channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_SPIN};
+pub use channel::{channel, Builder, Fds, Iter, Receiver, Sender, Stats, TryIter, DEFAULT_SPIN};
 pub use error::{Corruption, Error, Exhaustion, Rejection, Role};
 #[cfg(not(loom))]
 pub use frame::{Frame, FrameMut, FrameReceiver, FrameSender, FrameStats};
