@@ -74,7 +74,8 @@ pub mod tokio;
 
 #[cfg(not(loom))]
 pub use channel::{
-    channel, Builder, Fds, Receiver, Sender, Stats, DEFAULT_MAX_DATA_BYTES, DEFAULT_SPIN,
+    channel, Builder, Fds, Iter, Receiver, Sender, Stats, TryIter, DEFAULT_MAX_DATA_BYTES,
+    DEFAULT_SPIN,
 };
 pub use error::{Corruption, Error, Exhaustion, Field, Rejection, Role};
 #[cfg(not(loom))]

@@ -491,13 +491,15 @@ impl<S: Side> Half<S> {
         S::peer_closed(self.shared.header()).load(Ordering::Acquire) != 0
     }
 
-    /// Items in the ring (published and not yet consumed), freshly loaded
-    /// (racy).
-    pub(crate) fn len(&mut self) -> Result<u64, Error> {
-        if let Some(corruption) = self.corrupted {
-            return Err(Error::Corrupted(corruption));
-        }
-        Ok(self.refresh()?)
+    /// Items in the ring (published and not yet consumed) by this side's
+    /// own index and a fresh load of the peer's: a racy snapshot, clamped
+    /// to `0..=capacity` whatever the peer wrote. It checks nothing and
+    /// changes nothing (neither the cached peer index nor the recorded
+    /// corruption): a bad index shows up on the next call that uses it.
+    pub(crate) fn fill_snapshot(&self) -> u64 {
+        let peer = S::peer_index(self.shared.header()).load(Ordering::Acquire);
+        let (write, read) = S::write_read(self.own, peer);
+        write.saturating_sub(read).min(self.shared.capacity)
     }
 
     /// Marks this side closed. Returns `true` if the peer was armed.
@@ -730,6 +732,28 @@ mod tests {
         rx.commit(3);
         assert_eq!(rx.slots(1, false), Err(Error::Empty));
         assert_eq!(tx.slots(1, false), exhausted);
+    }
+
+    #[test]
+    fn the_fill_snapshot_is_clamped_and_leaves_a_bad_index_to_the_next_call() {
+        let header = boxed_header(4);
+        let (mut tx, rx) = ends(&header, 4, true);
+        tx.commit(3);
+        assert_eq!((tx.fill_snapshot(), rx.fill_snapshot()), (3, 3));
+        // A read index beyond the write index: nothing is in the ring.
+        header.read_index.0.store(9, Ordering::Relaxed);
+        assert_eq!(tx.fill_snapshot(), 0);
+        // A write index far ahead: the ring is at most full.
+        header.write_index.0.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(rx.fill_snapshot(), 4);
+        // Neither snapshot recorded anything: the next real call reports it.
+        assert!(matches!(
+            tx.slots(2, false),
+            Err(Error::Corrupted(Corruption::IndexOutOfRange {
+                read: 9,
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -130,6 +130,12 @@ impl<S: Side> End<S> {
         }
     }
 
+    /// Items in the ring, a racy snapshot clamped to the capacity.
+    pub(super) fn fill_snapshot(&self) -> usize {
+        // At most the capacity, which fits a usize (checked when opening).
+        self.half.fill_snapshot() as usize
+    }
+
     /// Drains the socket, then arms for `min` slots: after `Ok(true)` the
     /// socket becomes readable when a retry can make progress. Also looks
     /// at the peer's liveness (this path makes system calls anyway), so

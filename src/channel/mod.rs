@@ -22,7 +22,7 @@ use crate::error::Error;
 pub use builder::Builder;
 pub(crate) use end::Wait;
 pub use fds::Fds;
-pub use receiver::Receiver;
+pub use receiver::{Iter, Receiver, TryIter};
 pub use sender::Sender;
 pub use stats::Stats;
 

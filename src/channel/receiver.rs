@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::iter::FusedIterator;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
@@ -106,34 +107,69 @@ impl<T: Pod> Receiver<T> {
         self.end.half.capacity() as usize
     }
 
-    /// Items ready to be received. A snapshot: the sender may add items at
-    /// any moment, so the true value is this or more.
+    /// Items ready to be received: a racy snapshot. The sender may add
+    /// items at any moment, so the true value is this or more by the time
+    /// you look at it.
     ///
-    /// # Errors
+    /// It is computed from this end's own index and one fresh load of the
+    /// sender's, and clamped to `0..=capacity`, so that whatever a
+    /// misbehaving sender writes into its index the answer is a possible
+    /// fill level. It checks nothing: a corrupted index shows up as
+    /// `Corrupted` on the next call that uses the ring. No system call.
     ///
-    /// `Corrupted` if the sender's index is invalid.
-    pub fn len(&mut self) -> Result<usize, Error> {
-        Ok(self.end.half.len()? as usize)
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[1, 2, 3])?;
+    /// assert_eq!(rx.len(), 3);
+    /// rx.recv()?;
+    /// assert_eq!(rx.len(), 2);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.end.fill_snapshot()
     }
 
-    /// Whether no item is ready (a snapshot; the sender may add one at any
-    /// moment).
+    /// Whether no item is ready: a racy snapshot (see [`len`](Self::len));
+    /// the sender may add one at any moment, so a `true` may be stale at
+    /// once, a `false` stays false until this end receives.
     ///
-    /// # Errors
-    ///
-    /// As for [`len`](Self::len).
-    pub fn is_empty(&mut self) -> Result<bool, Error> {
-        Ok(self.len()? == 0)
+    /// ```
+    /// let (mut tx, rx) = fdring::channel::<u64>(512)?;
+    /// assert!(rx.is_empty());
+    /// tx.send(1)?;
+    /// assert!(!rx.is_empty());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
-    /// Whether the ring is full (a snapshot; it can only become less so
-    /// through this end).
+    /// Whether the ring is full: a racy snapshot (see [`len`](Self::len)).
+    /// Only this end takes items out, so a `true` stays true until it
+    /// receives.
     ///
-    /// # Errors
+    /// ```
+    /// let (mut tx, rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&vec![0; tx.capacity()])?;
+    /// assert!(rx.is_full());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// Items ready to be received, the same as [`len`](Self::len) (rtrb's
+    /// name, where a receiver's slots are the ones it can read). A racy
+    /// snapshot: the true value is this or more.
     ///
-    /// As for [`len`](Self::len).
-    pub fn is_full(&mut self) -> Result<bool, Error> {
-        Ok(self.len()? == self.capacity())
+    /// ```
+    /// let (mut tx, rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[5; 12])?;
+    /// assert_eq!(rx.slots(), 12);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn slots(&self) -> usize {
+        self.len()
     }
 
     /// This end's counters.
@@ -277,6 +313,87 @@ impl<T: Pod> Receiver<T> {
         Ok(item)
     }
 
+    /// Copies the next item without receiving it: the next receive returns
+    /// it again (unless a misbehaving sender changed it meanwhile). Does
+    /// not wait. A copy, not a reference, because the bytes are in memory
+    /// the sender can write.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`, `Disconnected` or `Corrupted`, as for
+    /// [`try_recv`](Self::try_recv).
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u32>(1024)?;
+    /// assert_eq!(rx.peek(), Err(fdring::Error::Empty));
+    /// tx.send(42)?;
+    /// assert_eq!(rx.peek(), Ok(42));
+    /// assert_eq!(rx.len(), 1);
+    /// assert_eq!(rx.try_recv(), Ok(42));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn peek(&mut self) -> Result<T, Error> {
+        let mut item = T::zeroed();
+        self.recv_in(1, Wait::Never, |items| {
+            read_first(items, &mut item);
+            0
+        })?;
+        Ok(item)
+    }
+
+    /// An iterator over the items ready now: it receives with
+    /// [`try_recv`](Self::try_recv) until that fails, and then yields
+    /// nothing more (it is fused), whatever the failure: `Empty`,
+    /// `Disconnected`, or `Corrupted`. Never waits (std's
+    /// `Receiver::try_iter`).
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[1, 2, 3])?;
+    /// let got: Vec<u64> = rx.try_iter().collect();
+    /// assert_eq!(got, [1, 2, 3]);
+    /// assert_eq!(rx.try_iter().next(), None);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_iter(&mut self) -> TryIter<'_, T> {
+        TryIter {
+            rx: self,
+            done: false,
+        }
+    }
+
+    /// A blocking iterator: it receives with [`recv`](Self::recv), waiting
+    /// for each item, and ends when the sender is gone and every item it
+    /// published was received (std's `Receiver::iter`).
+    ///
+    /// Any error ends it, not only `Disconnected`: `Corrupted` too (the
+    /// sender broke the protocol), and `Io` if waiting failed. To tell
+    /// which, call [`try_recv`](Self::try_recv) after the loop: a
+    /// corrupted ring answers `Corrupted` again (it is sticky), a
+    /// disconnected one `Disconnected`. Use `recv` in a loop of your own
+    /// if you need the error itself.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// let producer = std::thread::spawn(move || {
+    ///     for i in 0..1000 {
+    ///         tx.send(i)?;
+    ///     }
+    ///     Ok::<(), fdring::Error>(())
+    /// });
+    /// let sum: u64 = rx.iter().sum();
+    /// assert_eq!(sum, 999 * 1000 / 2);
+    /// assert_eq!(rx.try_recv(), Err(fdring::Error::Disconnected));
+    /// producer.join().unwrap()?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn iter(&mut self) -> Iter<'_, T> {
+        Iter {
+            rx: self,
+            done: false,
+        }
+    }
+
     /// Receives one item, waiting for one.
     ///
     /// # Errors
@@ -347,6 +464,95 @@ fn copy_from<T: Pod>(items: &[T], buf: &mut [T]) -> usize {
     let n = items.len().min(buf.len());
     buf[..n].copy_from_slice(&items[..n]);
     n
+}
+
+/// The iterator of [`Receiver::try_iter`]: the items ready now.
+///
+/// ```
+/// let (mut tx, mut rx) = fdring::channel::<u8>(4096)?;
+/// tx.send_slice(b"abc")?;
+/// let mut items: fdring::TryIter<'_, u8> = rx.try_iter();
+/// assert_eq!(items.next(), Some(b'a'));
+/// # Ok::<(), fdring::Error>(())
+/// ```
+pub struct TryIter<'a, T: Pod> {
+    rx: &'a mut Receiver<T>,
+    done: bool,
+}
+
+impl<T: Pod> Iterator for TryIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.done {
+            return None;
+        }
+        let item = self.rx.try_recv().ok();
+        self.done = item.is_none();
+        item
+    }
+}
+
+impl<T: Pod> FusedIterator for TryIter<'_, T> {}
+
+impl<T: Pod> fmt::Debug for TryIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TryIter")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iterator of [`Receiver::iter`] (and of `for item in &mut
+/// receiver`): every item, waiting for each, until the sender is gone.
+///
+/// ```
+/// let (mut tx, mut rx) = fdring::channel::<u8>(4096)?;
+/// tx.send_slice(b"abc")?;
+/// drop(tx);
+/// let mut all = Vec::new();
+/// for byte in &mut rx {
+///     all.push(byte);
+/// }
+/// assert_eq!(all, b"abc");
+/// # Ok::<(), fdring::Error>(())
+/// ```
+pub struct Iter<'a, T: Pod> {
+    rx: &'a mut Receiver<T>,
+    done: bool,
+}
+
+impl<T: Pod> Iterator for Iter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.done {
+            return None;
+        }
+        let item = self.rx.recv().ok();
+        self.done = item.is_none();
+        item
+    }
+}
+
+impl<T: Pod> FusedIterator for Iter<'_, T> {}
+
+impl<T: Pod> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Pod> IntoIterator for &'a mut Receiver<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+
+    /// [`Receiver::iter`].
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
 }
 
 impl<T: Pod> AsFd for Receiver<T> {

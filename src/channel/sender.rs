@@ -142,34 +142,74 @@ impl<T: Pod> Sender<T> {
         self.end.half.capacity() as usize
     }
 
-    /// Items sent and not yet received. A snapshot: the receiver may take
-    /// items at any moment, so the true value is this or less.
+    /// Items sent and not yet received: a racy snapshot. The receiver may
+    /// take items at any moment, so the true value is this or less by the
+    /// time you look at it.
     ///
-    /// # Errors
+    /// It is computed from this end's own index and one fresh load of the
+    /// receiver's, and clamped to `0..=capacity`, so that whatever a
+    /// misbehaving receiver writes into its index the answer is a possible
+    /// fill level. It checks nothing: a corrupted index shows up as
+    /// `Corrupted` on the next call that uses the ring. No system call.
     ///
-    /// `Corrupted` if the receiver's index is invalid.
-    pub fn len(&mut self) -> Result<usize, Error> {
-        Ok(self.end.half.len()? as usize)
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[1, 2, 3])?;
+    /// assert_eq!(tx.len(), 3);
+    /// rx.recv()?;
+    /// assert_eq!(tx.len(), 2);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.end.fill_snapshot()
     }
 
-    /// Whether no item is waiting for the receiver (a snapshot; it can
-    /// only become more true).
+    /// Whether no item is waiting for the receiver: a racy snapshot (see
+    /// [`len`](Self::len)). Only this end adds items, so a `true` stays
+    /// true until it sends.
     ///
-    /// # Errors
-    ///
-    /// As for [`len`](Self::len).
-    pub fn is_empty(&mut self) -> Result<bool, Error> {
-        Ok(self.len()? == 0)
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// assert!(tx.is_empty());
+    /// tx.send(1)?;
+    /// assert!(!tx.is_empty());
+    /// rx.recv()?;
+    /// assert!(tx.is_empty());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
-    /// Whether the ring is full (a snapshot; the receiver may free space at
-    /// any moment).
+    /// Whether the ring is full: a racy snapshot (see [`len`](Self::len));
+    /// the receiver may free space at any moment, so a `true` may be stale
+    /// at once, a `false` stays false until this end sends.
     ///
-    /// # Errors
+    /// ```
+    /// let (mut tx, _rx) = fdring::channel::<u64>(512)?;
+    /// while !tx.is_full() {
+    ///     tx.try_send(7)?;
+    /// }
+    /// assert_eq!(tx.try_send(7), Err(fdring::Error::Full));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// Free slots: how many items a send could take now without waiting,
+    /// `capacity() - len()` (rtrb's name). A racy snapshot like
+    /// [`len`](Self::len): the receiver may free more at any moment, so
+    /// the true value is this or more.
     ///
-    /// As for [`len`](Self::len).
-    pub fn is_full(&mut self) -> Result<bool, Error> {
-        Ok(self.len()? == self.capacity())
+    /// ```
+    /// let (mut tx, _rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[0; 12])?;
+    /// assert_eq!(tx.slots(), 500);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn slots(&self) -> usize {
+        self.capacity() - self.len()
     }
 
     /// This end's counters.

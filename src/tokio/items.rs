@@ -356,7 +356,7 @@ impl<T: Pod> AsyncSender<T> {
     ///         10
     ///     })
     ///     .await?;
-    /// assert_eq!((sent, rx.len()?), (10, 10));
+    /// assert_eq!((sent, rx.len()), (10, 10));
     /// # Ok(())
     /// # }
     /// ```
