@@ -715,6 +715,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "a real memfd and mapping: Miri has no memfd_create")]
     fn populating_stops_with_an_error_when_memory_runs_out_midway() {
         let page = page_size() as usize;
         let (_fd, ring) = mapping(16);
