@@ -485,6 +485,13 @@ impl<S: Side> Half<S> {
         S::own_armed(self.shared.header()).store(0, Ordering::Relaxed);
     }
 
+    /// The peer's index word as it is now, unchecked: only to tell
+    /// whether the peer has moved since an earlier look (a dead peer
+    /// never does), never to use slots by.
+    pub(crate) fn peer_index_now(&self) -> u64 {
+        S::peer_index(self.shared.header()).load(Ordering::Relaxed)
+    }
+
     /// Whether the peer has closed its end.
     #[inline]
     pub(crate) fn peer_closed(&self) -> bool {

@@ -3,9 +3,10 @@
 //! extra fd that tells whether the peer process is still alive.
 //!
 //! This module owns the wake-up socket and the liveness fd and knows
-//! rustix's `poll`, `send` and `recv`; it does not know rings or when a
-//! wake-up is due (that is the "armed" protocol in `ring`, driven by
-//! `channel`).
+//! rustix's `poll`, `send` and `recv`, and the coarse clock by which the
+//! non-blocking calls space their looks for a hang-up; it does not know
+//! rings or when a wake-up is due (that is the "armed" protocol in
+//! `ring`, driven by `channel`), nor when to look.
 //!
 //! # Why a socket and not an eventfd
 //!
@@ -338,6 +339,63 @@ pub(crate) fn wait(
     }
 }
 
+/// The coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`), in
+/// nanoseconds: the time the kernel noted at its last tick, read from the
+/// vDSO in about 4 ns where `Instant::now()` takes about 20 (and several
+/// times that on a loaded virtual machine). It advances once per tick, 1
+/// to 10 ms (`CONFIG_HZ`): enough to space looks for a dead peer.
+pub(crate) fn coarse_now() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    // Never negative for a monotonic clock.
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// Whether the peer is gone, found without waiting and without reading:
+/// one `poll` with a zero timeout, for a hang-up of the wake-up socket
+/// (`POLLRDHUP`, and `POLLHUP` or `POLLERR`, which the kernel always
+/// reports) and for `extra` if given. About 0.2 µs (`docs/design.md`).
+///
+/// It reads nothing, so a wake-up byte that an armed wait relies on stays
+/// queued for that wait: the probe can run between an arm and its sleep,
+/// or while an event loop waits on the fd, and change nothing there. A
+/// `recv` with `MSG_PEEK` would not consume the byte either, but it
+/// reports end-of-file only once nothing is queued, and the non-blocking
+/// calls that probe never drain: a wake-up byte left from an earlier
+/// wait would hide the hang-up behind it for good. `POLLIN` is not asked
+/// for, so queued bytes do not count as a hang-up.
+///
+/// A poll that fails (it cannot, for an fd this end owns, but for the
+/// kernel running out of memory) says "not gone": the caller looks again
+/// later.
+pub(crate) fn peer_gone_now(socket: &WakeSocket, extra: Option<&Liveness>) -> bool {
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let mut fds = [
+        PollFd::new(&socket.0, PollFlags::RDHUP),
+        PollFd::new(&socket.0, PollFlags::empty()),
+    ];
+    let count = match extra {
+        Some(extra) => {
+            fds[1] = PollFd::new(&extra.fd, extra.events);
+            2
+        }
+        None => 1,
+    };
+    loop {
+        match rustix::event::poll(&mut fds[..count], Some(&zero)) {
+            Ok(_) => break,
+            Err(Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+    let hung_up = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+    fds[0].revents().intersects(hung_up) || (count == 2 && !fds[1].revents().is_empty())
+}
+
 /// An extra fd that becomes ready when the peer process is gone.
 ///
 /// Every end already learns of its peer's death from its wake-up socket,
@@ -510,6 +568,34 @@ mod tests {
         peer.notify().unwrap();
         drop(peer);
         assert_eq!(ours.drain().unwrap(), Drained::PeerGone);
+    }
+
+    #[test]
+    fn the_probe_sees_a_hang_up_behind_a_queued_wake_up_and_reads_nothing() {
+        let (ours, peer) = WakeSocket::pair().unwrap();
+        assert!(!peer_gone_now(&ours, None));
+        peer.notify().unwrap();
+        assert!(!peer_gone_now(&ours, None), "a wake-up is not a hang-up");
+        drop(peer);
+        assert!(peer_gone_now(&ours, None));
+        // The wake-up byte is still queued: the probe consumed nothing.
+        let mut buf = [0u8; 4];
+        let got = rustix::net::recv(&ours.0, &mut buf, RecvFlags::DONTWAIT).unwrap();
+        assert_eq!(got.0, 1);
+    }
+
+    #[test]
+    fn the_probe_sees_a_shut_down_peer_and_a_fired_liveness() {
+        let (ours, peer) = WakeSocket::pair().unwrap();
+        rustix::net::shutdown(&peer.0, rustix::net::Shutdown::Write).unwrap();
+        assert!(peer_gone_now(&ours, None), "nothing can wake us any more");
+
+        let (ours, _peer) = WakeSocket::pair().unwrap();
+        let (watched, process) = std::os::unix::net::UnixStream::pair().unwrap();
+        let liveness = Liveness::socket(watched);
+        assert!(!peer_gone_now(&ours, Some(&liveness)));
+        drop(process);
+        assert!(peer_gone_now(&ours, Some(&liveness)));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `End<S>`: what a sender and a receiver share (the ring half over its
-//! mapping, the wake-up socket, the peer's liveness, the counters), and
-//! how a blocking call waits: spin, then sleep on the socket.
+//! mapping, the wake-up socket, the peer's liveness, the counters), how a
+//! blocking call waits (spin, then sleep on the socket), and how the
+//! non-blocking calls notice, now and then, that the peer died.
 
+use std::cell::Cell;
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
@@ -27,7 +29,10 @@ pub(super) struct End<S: Side> {
     memfd: OwnedFd,
     pub(super) wake: WakeSocket,
     pub(super) peer: Option<Liveness>,
-    peer_gone: bool,
+    /// The peer's process is known to be gone. A `Cell` so that
+    /// `is_abandoned(&self)` can record what its probe found.
+    peer_gone: Cell<bool>,
+    probe: Probe,
     spin: Duration,
     pub(super) stats: Stats,
     /// False once the fds were handed on: dropping then does not close.
@@ -54,6 +59,7 @@ impl<S: Side> End<S> {
         // `End` owns and drops after `half` (field order).
         let mut half = unsafe { Half::new(mapping.header().cast(), config.capacity, true) };
         half.use_fences(signal::fences());
+        let probe = Probe::new(half.peer_index_now());
         Ok(End {
             half,
             data: mapping.data(),
@@ -62,7 +68,8 @@ impl<S: Side> End<S> {
             memfd,
             wake,
             peer: None,
-            peer_gone: false,
+            peer_gone: Cell::new(false),
+            probe,
             spin: options.spin,
             stats: Stats::default(),
             close_on_drop: true,
@@ -99,35 +106,112 @@ impl<S: Side> End<S> {
         }
     }
 
+    /// One attempt, never waiting. When it would block, now and then (see
+    /// [`Probe`]) it also looks for the peer's death, so that a
+    /// busy-polling loop learns of it: a consumer only once it has taken
+    /// every item the peer published.
+    ///
+    /// The shape matters more than the instruction count: the path that
+    /// finds slots is the ring's own, unchanged; a would-block adds an
+    /// increment, a test and an out-of-line call, after the attempt, that
+    /// returns nothing (the attempt's error is passed on as it is, and
+    /// what the look finds, the next attempt reports). Every other shape
+    /// measured, and any addition to the path that finds slots, made a
+    /// stream of single items up to twice as slow: see `docs/design.md`,
+    /// "Noticing a death without waiting".
     #[inline]
     fn try_slots(&mut self, want: usize, min: usize) -> Result<Slots, Error> {
-        let slots = self.half.slots(want, self.peer_gone);
+        let slots = self.half.slots(want, self.peer_gone.get());
         // The ring lends at least one slot, so `min == 1` (every call but
         // the frame layer's) needs no check, and the item calls stay small
         // enough to be inlined: keep anything more out of this function.
         if min > 1 {
             return self.at_least(slots, min);
         }
-        slots
+        match slots {
+            Err(e @ (Error::Full | Error::Empty)) => {
+                self.blocked();
+                Err(e)
+            }
+            other => other,
+        }
     }
 
-    /// `slots` if it has at least `min` slots; otherwise full for now, or
-    /// for good if a producer's index is too near the format's limit ever
-    /// to publish `min` more.
+    /// `slots` if it has at least `min` slots; otherwise full (or empty) for
+    /// now, or for good if a producer's index is too near the format's
+    /// limit ever to publish `min` more.
     #[cold]
     #[inline(never)]
-    fn at_least(&self, slots: Result<Slots, Error>, min: usize) -> Result<Slots, Error> {
+    fn at_least(&mut self, slots: Result<Slots, Error>, min: usize) -> Result<Slots, Error> {
         match slots {
             Ok(slots) if slots.len >= min => Ok(slots),
-            Ok(_) | Err(Error::Full) => {
+            Ok(_) | Err(Error::Full | Error::Empty) => {
                 if S::PRODUCER && self.half.index_room() < min as u64 {
                     Err(self.half.exhausted())
                 } else {
+                    self.blocked();
                     Err(S::WOULD_BLOCK)
                 }
             }
             other => other,
         }
+    }
+
+    /// An attempt found no slot: counts it, and every [`BLOCKED_STRIDE`]
+    /// looks for the peer's death if it is due.
+    #[inline(always)]
+    fn blocked(&mut self) {
+        self.probe.blocked += 1;
+        if self.probe.blocked >= BLOCKED_STRIDE {
+            self.blocked_probe_due();
+        }
+    }
+
+    /// [`BLOCKED_STRIDE`] attempts found no slot: looks for the peer's
+    /// death if it is due, and if the peer is gone, records it for the
+    /// attempt that follows (a producer then gets `Disconnected`; a
+    /// consumer what the peer published before it died, then
+    /// `Disconnected`).
+    #[cold]
+    #[inline(never)]
+    fn blocked_probe_due(&mut self) {
+        self.probe.blocked = 0;
+        self.probe_if_due();
+    }
+
+    /// Looks for the peer's death if [`PROBE_INTERVAL`] has passed since
+    /// the last look (one read of the coarse clock) and the peer's index
+    /// has not moved since then (one load; a dead peer's never does, so a
+    /// stream that flows makes no system call here), with one `poll`.
+    /// Returns whether the peer is known to be gone.
+    pub(super) fn probe_if_due(&mut self) -> bool {
+        let now = signal::coarse_now();
+        if now < self.probe.next {
+            return self.peer_gone.get();
+        }
+        self.probe.next = now.saturating_add(PROBE_INTERVAL);
+        let peer_index = self.half.peer_index_now();
+        if peer_index != self.probe.peer_index {
+            // The peer moved since the last look: it lived a moment ago.
+            self.probe.peer_index = peer_index;
+            return self.peer_gone.get();
+        }
+        self.peer_gone_now()
+    }
+
+    /// Whether the peer is gone: known already, or found now by one
+    /// `poll` that reads nothing (`signal::peer_gone_now`).
+    fn peer_gone_now(&self) -> bool {
+        if !self.peer_gone.get() && signal::peer_gone_now(&self.wake, self.peer.as_ref()) {
+            self.peer_gone.set(true);
+        }
+        self.peer_gone.get()
+    }
+
+    /// Whether the peer closed its end or its process is gone; a system
+    /// call unless that is known already.
+    pub(super) fn is_abandoned(&self) -> bool {
+        self.half.peer_closed() || self.peer_gone_now()
     }
 
     /// Items in the ring, a racy snapshot clamped to the capacity.
@@ -147,7 +231,7 @@ impl<S: Side> End<S> {
         if drained == Drained::StillReadable {
             return Ok(false);
         }
-        if self.peer_gone {
+        if self.peer_gone.get() {
             // The retry drains what is left, then reports the disconnect.
             return Ok(false);
         }
@@ -160,9 +244,9 @@ impl<S: Side> End<S> {
     fn look_for_peer(&mut self) -> Result<Drained, Error> {
         let drained = self.wake.drain()?;
         if drained == Drained::PeerGone
-            || (!self.peer_gone && self.peer.as_ref().is_some_and(Liveness::is_gone))
+            || (!self.peer_gone.get() && self.peer.as_ref().is_some_and(Liveness::is_gone))
         {
-            self.peer_gone = true;
+            self.peer_gone.set(true);
         }
         Ok(drained)
     }
@@ -239,7 +323,7 @@ impl<S: Side> End<S> {
                 // useless wake-up.
                 self.half.disarm();
                 if woken? == Woken::PeerGone {
-                    self.peer_gone = true;
+                    self.peer_gone.set(true);
                 }
             }
             let attempt = self.try_slots(want, min);
@@ -322,3 +406,46 @@ const SPIN_LOOK_EVERY: Duration = Duration::from_millis(1);
 
 /// `want` for the closure calls: they lend every slot there is.
 pub(super) const ALL: usize = usize::MAX;
+
+/// The least time between two looks for the peer's death by the
+/// non-blocking calls (one `poll` each, about 0.2 µs), in nanoseconds of
+/// the coarse clock (`signal::coarse_now`), which advances once per
+/// kernel tick: so in practice a look per tick, 1 to 10 ms.
+const PROBE_INTERVAL: u64 = 1_000_000;
+/// Attempts that find the ring full or empty between two reads of the
+/// clock.
+const BLOCKED_STRIDE: u32 = 16;
+
+/// When the non-blocking calls next look for the peer's death.
+///
+/// At most every [`PROBE_INTERVAL`], the [`BLOCKED_STRIDE`]th attempt
+/// that found the ring full or empty loads the peer's index; if it has
+/// not moved since the last such load, it looks at the wake-up socket for
+/// a hang-up. A death is thus seen at the second look after it: within
+/// two ticks of the coarse clock for a loop that busy-polls, and
+/// otherwise within 32 attempts that find the ring full (empty) after
+/// those ticks; the attempt after the look reports it. A stream that
+/// flows never gets as far as the `poll`; an idle ring polled by a `try_`
+/// loop makes one per tick. The path that finds slots does nothing of
+/// this: a producer streaming into a ring with room learns of the death
+/// when the ring is full (or from `is_abandoned`).
+#[derive(Debug)]
+struct Probe {
+    /// Attempts that found the ring full or empty since the clock was
+    /// last read.
+    blocked: u32,
+    /// No look before this, on the coarse clock.
+    next: u64,
+    /// The peer's index at the last look.
+    peer_index: u64,
+}
+
+impl Probe {
+    fn new(peer_index: u64) -> Probe {
+        Probe {
+            blocked: 0,
+            next: 0,
+            peer_index,
+        }
+    }
+}

@@ -277,6 +277,24 @@ impl FrameReceiver {
         self.rx.peer_liveness()
     }
 
+    /// Whether the sender is gone: it closed its end, or its process died;
+    /// frames it sent before may still be waiting. A racy snapshot that
+    /// costs a system call; see [`Receiver::is_abandoned`].
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame(1, b"last words")?;
+    /// assert!(!rx.is_abandoned());
+    /// drop(tx);
+    /// assert!(rx.is_abandoned());
+    /// assert_eq!(rx.try_recv_frame_with(|frame| frame.tag()), Ok(1));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.rx.is_abandoned()
+    }
+
     /// Gives up this end as fds; see [`Receiver::into_fds`].
     ///
     /// # Errors

@@ -349,6 +349,22 @@ impl FrameSender {
         self.tx.peer_liveness()
     }
 
+    /// Whether the receiver is gone: it closed its end, or its process
+    /// died. A racy snapshot that costs a system call; see
+    /// [`Sender::is_abandoned`].
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (tx, rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// assert!(!tx.is_abandoned());
+    /// drop(rx);
+    /// assert!(tx.is_abandoned());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn is_abandoned(&self) -> bool {
+        self.tx.is_abandoned()
+    }
+
     /// Prepares to wait on this end's fd ([`AsFd`]) in your own event loop
     /// until there is room for a frame of `len` bytes, after a `try_` call
     /// returned `Full`: the contract of [`Sender::prepare_wait`], with
@@ -555,6 +571,13 @@ impl FrameSender {
     /// empty ring). What the receiver then sees is stated on
     /// [`FrameReceiver::recv_latest_with`].
     ///
+    /// A receiver that stopped releasing because its process died would
+    /// make every offer a drop: so before it answers `Ok(false)`, this
+    /// looks at the wake-up socket for the receiver's hang-up (one `poll`,
+    /// at most once per millisecond of the kernel's coarse clock, and only
+    /// if the receiver's index has not moved since the last look), and
+    /// answers `Disconnected` instead once the receiver is gone.
+    ///
     /// # Errors
     ///
     /// As for `try_send_frame_with`, but no `Full`.
@@ -584,6 +607,9 @@ impl FrameSender {
         match self.send_in(len, Wait::Never, fill) {
             Ok(_) => Ok(true),
             Err(Error::Full) => {
+                if self.tx.probe_peer_if_due() {
+                    return Err(Error::Disconnected);
+                }
                 self.stats.dropped += 1;
                 Ok(false)
             }

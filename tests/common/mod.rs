@@ -1111,7 +1111,7 @@ impl Killer {
 
 /// Checks how a killed child ended: by SIGKILL, not by a failure of its own.
 #[track_caller]
-fn assert_killed(child: &mut ChildProc, context: &str) {
+pub fn assert_killed(child: &mut ChildProc, context: &str) {
     use std::os::unix::process::ExitStatusExt;
     let status = child.wait_within(HANG);
     child.join_readers();
@@ -1283,9 +1283,11 @@ pub fn killed_consumer(seed: u64, plan: KillPlan) -> KillOutcome {
         words.write_index,
         words.read_index
     );
-    // Not asserted: a sender learns of the death only in a sleep, which it
-    // begins on a full ring; the ring is still full when it returns, unless
-    // the kill fell between the child's release and its wake-up.
+    // Not asserted: a sender learns of the death in a sleep, or in the
+    // spin before it (where it looks for a hang-up now and then), both of
+    // which it begins on a full ring; the ring is still full when it
+    // returns, unless the kill fell between the child's release and its
+    // wake-up.
     let filled = next - words.read_index == capacity;
     assert_eq!(
         words.consumer_closed, 0,
