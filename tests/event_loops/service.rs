@@ -125,7 +125,7 @@ enum Client {
     /// Accepted; its offer may not be there yet.
     Negotiating(Connection),
     /// Its ring, the next item expected, and the client's pid.
-    Streaming(Receiver<u64>, u64, u32),
+    Streaming(Box<Receiver<u64>>, u64, u32),
 }
 
 /// Polls once, with the loop's deadline; panics once it is past.
@@ -198,7 +198,7 @@ fn mio_one_poll_serves_a_listener_its_connections_and_their_rings() {
                         poll.registry()
                             .register(&mut rx, token, Interest::READABLE)
                             .expect("register a ring");
-                        *client = Client::Streaming(rx, 0, pid);
+                        *client = Client::Streaming(Box::new(rx), 0, pid);
                     }
                     Err(e) => {
                         broken.push(e);
