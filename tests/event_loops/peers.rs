@@ -139,8 +139,8 @@ pub(crate) fn role_idle_then_send() {
     tx.send(42).expect("send");
 }
 
-/// Creates a ring and spawns `role` with the end `child_end` picks
-/// inherited; returns the parent's end and the child.
+/// Creates a ring and spawns `role` with its sending end inherited;
+/// returns the parent's receiving end and the child.
 pub(crate) fn spawn_with_sender(
     role: &str,
     configure: impl FnOnce(&mut std::process::Command),
