@@ -30,6 +30,10 @@ pub enum Error {
     /// The other end is gone: dropped, or its process died. A receiver gets
     /// this only after it has received every item that was published.
     Disconnected,
+    /// The call needs the other end gone (closed or dead), and it is not:
+    /// for instance [`Sender::take_unread`](crate::Sender::take_unread),
+    /// whose items are still the living receiver's to read.
+    PeerAlive,
     /// The peer broke the protocol (for instance an index that went
     /// backwards). The ring is unusable from then on; every later call
     /// that looks at the ring returns this again (a call with nothing to
@@ -382,7 +386,8 @@ impl PartialEq for Error {
             (Error::Full, Error::Full)
             | (Error::Empty, Error::Empty)
             | (Error::Timeout, Error::Timeout)
-            | (Error::Disconnected, Error::Disconnected) => true,
+            | (Error::Disconnected, Error::Disconnected)
+            | (Error::PeerAlive, Error::PeerAlive) => true,
             (Error::FrameTooLarge { len: a, max: x }, Error::FrameTooLarge { len: b, max: y }) => {
                 a == b && x == y
             }
@@ -421,6 +426,10 @@ impl fmt::Display for Error {
             Error::Empty => f.write_str("the ring is empty"),
             Error::Timeout => f.write_str("timed out waiting on the ring (or for a hand-off)"),
             Error::Disconnected => f.write_str("the other end of the ring is gone"),
+            Error::PeerAlive => f.write_str(
+                "the other end of the ring is still there (neither closed nor dead): \
+                 what it has not read is still its own",
+            ),
             Error::Corrupted(c) => write!(f, "the peer corrupted the ring: {c}"),
             Error::Rejected(r) => write!(f, "ring rejected: {r}"),
             Error::FrameTooLarge { len, max } => write!(
@@ -727,6 +736,7 @@ impl From<Error> for io::Error {
             Error::Full | Error::Empty => io::ErrorKind::WouldBlock,
             Error::Timeout => io::ErrorKind::TimedOut,
             Error::Disconnected => io::ErrorKind::BrokenPipe,
+            Error::PeerAlive => io::ErrorKind::Other,
             Error::Rejected(r) if r.is_caller_mistake() => io::ErrorKind::InvalidInput,
             Error::Rejected(Rejection::PeerNotAllowed { .. } | Rejection::RefusedByPeer { .. }) => {
                 io::ErrorKind::PermissionDenied

@@ -518,6 +518,28 @@ impl<S: Side> Half<S> {
     }
 }
 
+impl Half<Write> {
+    /// The items published and not yet consumed, by a fresh and checked
+    /// load of the consumer's index: the first one's slot and how many
+    /// (the run is cut at the end of the data if it is not mirrored).
+    /// Once the consumer is gone, these are exactly the items it never
+    /// took.
+    ///
+    /// # Errors
+    ///
+    /// `Corrupted` if the consumer's index is invalid (now or before).
+    pub(crate) fn unread(&mut self) -> Result<Slots, Error> {
+        if let Some(corruption) = self.corrupted {
+            return Err(Error::Corrupted(corruption));
+        }
+        let fill = self.refresh().map_err(Error::Corrupted)?;
+        // `fill <= own` (checked by `refresh`), so the read index is
+        // `own - fill`.
+        let start = (self.own - fill) % self.shared.capacity;
+        Ok(self.shared.run(start, fill))
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_model;
 

@@ -14,7 +14,7 @@ use super::{Builder, Fds, Stats};
 use crate::error::Error;
 use crate::layout::Config;
 use crate::memfd::Mapping;
-use crate::ring::{Half, Side, Slots};
+use crate::ring::{Half, Side, Slots, Write};
 use crate::signal::{self, Drained, Liveness, WakeSocket, Woken};
 
 /// What a sender and a receiver have in common: one half of the ring over
@@ -32,6 +32,12 @@ pub(super) struct End<S: Side> {
     /// The peer's process is known to be gone. A `Cell` so that
     /// `is_abandoned(&self)` can record what its probe found.
     peer_gone: Cell<bool>,
+    /// The stream is over for this end: its peer is gone, or it closed
+    /// itself ([`close`](Self::close)). What the ring's calls are told
+    /// (a producer stops at once, a consumer after the last item).
+    stop: Cell<bool>,
+    /// The consumer's unread items were taken back (`take_unread`).
+    unread_taken: bool,
     probe: Probe,
     spin: Duration,
     pub(super) stats: Stats,
@@ -69,6 +75,8 @@ impl<S: Side> End<S> {
             wake,
             peer: None,
             peer_gone: Cell::new(false),
+            stop: Cell::new(false),
+            unread_taken: false,
             probe,
             spin: options.spin,
             stats: Stats::default(),
@@ -124,7 +132,7 @@ impl<S: Side> End<S> {
     // from a median of 222 to 187 Mitems/s (docs/design.md).
     #[inline(always)]
     fn try_slots(&mut self, want: usize, min: usize) -> Result<Slots, Error> {
-        let slots = self.half.slots(want, self.peer_gone.get());
+        let slots = self.half.slots(want, self.stop.get());
         // The ring lends at least one slot, so `min == 1` (every call but
         // the frame layer's) needs no check, and the item calls stay small
         // enough to be inlined: keep anything more out of this function.
@@ -206,9 +214,26 @@ impl<S: Side> End<S> {
     /// `poll` that reads nothing (`signal::peer_gone_now`).
     fn peer_gone_now(&self) -> bool {
         if !self.peer_gone.get() && signal::peer_gone_now(&self.wake, self.peer.as_ref()) {
-            self.peer_gone.set(true);
+            self.mark_peer_gone();
         }
         self.peer_gone.get()
+    }
+
+    /// Records that the peer's process is gone: the stream is over.
+    fn mark_peer_gone(&self) {
+        self.peer_gone.set(true);
+        self.stop.set(true);
+    }
+
+    /// Ends the stream from this side without giving up the end: marks
+    /// it closed in the header and wakes the peer if it sleeps, as a drop
+    /// would. From then on a producer's calls return `Disconnected`; a
+    /// consumer's return what is left, then `Disconnected`. Idempotent.
+    pub(super) fn close(&mut self) {
+        self.stop.set(true);
+        if self.half.close() {
+            self.wake();
+        }
     }
 
     /// Whether the peer closed its end or its process is gone; a system
@@ -234,7 +259,7 @@ impl<S: Side> End<S> {
         if drained == Drained::StillReadable {
             return Ok(false);
         }
-        if self.peer_gone.get() {
+        if self.stop.get() {
             // The retry drains what is left, then reports the disconnect.
             return Ok(false);
         }
@@ -249,7 +274,7 @@ impl<S: Side> End<S> {
         if drained == Drained::PeerGone
             || (!self.peer_gone.get() && self.peer.as_ref().is_some_and(Liveness::is_gone))
         {
-            self.peer_gone.set(true);
+            self.mark_peer_gone();
         }
         Ok(drained)
     }
@@ -326,7 +351,7 @@ impl<S: Side> End<S> {
                 // useless wake-up.
                 self.half.disarm();
                 if woken? == Woken::PeerGone {
-                    self.peer_gone.set(true);
+                    self.mark_peer_gone();
                 }
             }
             let attempt = self.try_slots(want, min);
@@ -364,6 +389,92 @@ impl<S: Side> End<S> {
     }
 }
 
+impl End<Write> {
+    /// Waits until the consumer has taken every item published (the ring
+    /// is empty): for as long as `wait` allows, through the same armed
+    /// protocol as a wait for room, for room for the whole ring.
+    ///
+    /// `Disconnected` if the consumer is gone with items left unread.
+    pub(super) fn wait_drained(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        let capacity = self.half.capacity();
+        loop {
+            if self.half.unread()?.len == 0 {
+                return Ok(());
+            }
+            if self.peer_gone.get() || self.half.peer_closed() {
+                return Err(Error::Disconnected);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Error::Timeout);
+            }
+            // Sliced as every sleep is (`signal::poll_timeout`); and within
+            // a ring's length of the index limit, where no wait for the
+            // whole ring can be armed, a look every millisecond (a case for
+            // tests only: 2^62 items take decades).
+            let slice = if self.half.index_room() < capacity {
+                Some(SPIN_LOOK_EVERY)
+            } else if self.half.arm(capacity) {
+                signal::poll_timeout()
+            } else {
+                // The consumer moved, closed or broke the ring: look again.
+                continue;
+            };
+            let until = match slice.and_then(|s| now.checked_add(s)) {
+                Some(end) => Some(deadline.map_or(end, |d| d.min(end))),
+                None => deadline,
+            };
+            self.stats.sleeps += 1;
+            let woken = signal::wait(&self.wake, self.peer.as_ref(), until);
+            self.half.disarm();
+            if woken? == Woken::PeerGone {
+                self.mark_peer_gone();
+            }
+        }
+    }
+
+    /// The items the consumer never took, once it is gone: copied out of
+    /// the ring by the consumer's last index, in order. Once only: a
+    /// second call returns none.
+    ///
+    /// `Err(PeerAlive)` if the consumer has neither closed nor died: its
+    /// items are still its own to read.
+    pub(super) fn take_unread<T: bytemuck::Pod>(&mut self) -> Result<Vec<T>, Error> {
+        if !self.is_abandoned() {
+            return Err(Error::PeerAlive);
+        }
+        if self.unread_taken {
+            return Ok(Vec::new());
+        }
+        let slots = self.half.unread()?;
+        let mut items: Vec<T> = Vec::new();
+        items.try_reserve_exact(slots.len).map_err(|_| {
+            Error::Exhausted(crate::error::Exhaustion::Allocation {
+                requested: (slots.len * self.item_size) as u64,
+            })
+        })?;
+        debug_assert_eq!(self.item_size, std::mem::size_of::<T>());
+        // SAFETY: `slots` is a run of at most `capacity` slots from a slot
+        // below `capacity`, which the mirrored mapping holds contiguously
+        // (`slot_ptr`); `items` has room for `slots.len` items of the
+        // ring's item size (`T`'s, checked when the end was made), and
+        // the two do not overlap (one is the heap). The bytes may be
+        // whatever a hostile consumer wrote before it died: every bit
+        // pattern is a valid `T` (`Pod`), and the consumer is gone (or
+        // closed), so nothing writes them while they are copied.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.slot_ptr(slots).cast_const(),
+                items.as_mut_ptr().cast::<u8>(),
+                slots.len * self.item_size,
+            );
+            items.set_len(slots.len);
+        }
+        self.unread_taken = true;
+        Ok(items)
+    }
+}
+
 impl<S: Side> Drop for End<S> {
     fn drop(&mut self) {
         if self.close_on_drop && self.half.close() {
@@ -379,6 +490,7 @@ impl<S: Side> fmt::Debug for End<S> {
             .field("memfd", &self.memfd)
             .field("peer", &self.peer)
             .field("peer_gone", &self.peer_gone)
+            .field("stop", &self.stop)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }

@@ -236,6 +236,96 @@ impl<T: Pod> Sender<T> {
         self.end.is_abandoned()
     }
 
+    /// Ends the stream without giving up the end (msg-pool's `close`):
+    /// marks this end closed and wakes the receiver if it sleeps, as
+    /// dropping it would. The receiver takes what is in the ring, then
+    /// gets `Disconnected`. From then on every send returns
+    /// `Disconnected`; [`wait_drained`](Self::wait_drained),
+    /// [`len`](Self::len) and the other queries go on working.
+    /// Idempotent.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[1, 2])?;
+    /// tx.close();
+    /// assert_eq!(tx.try_send(3), Err(fdring::Error::Disconnected));
+    /// assert_eq!(rx.recv()?, 1);
+    /// assert_eq!(rx.recv()?, 2);
+    /// assert_eq!(rx.recv(), Err(fdring::Error::Disconnected));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        self.end.close();
+    }
+
+    /// Waits until the receiver has taken every item sent (msg-pool's
+    /// `wait_til_empty`), or for `timeout`: sleeps on the wake-up socket,
+    /// woken as the receiver frees slots; no spinning.
+    ///
+    /// Works after [`close`](Self::close) too: close, then wait for the
+    /// receiver to drain, is the orderly end of a stream.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` if items were still unread after `timeout`;
+    /// `Disconnected` if the receiver closed or died with items unread
+    /// ([`take_unread`](Self::take_unread) gives them back); `Corrupted`
+    /// if its index is invalid. A receiver that took everything and then
+    /// left is drained: `Ok`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[1, 2, 3])?;
+    /// assert_eq!(tx.wait_drained(Duration::from_millis(10)), Err(fdring::Error::Timeout));
+    /// let consumer = std::thread::spawn(move || rx.iter().count());
+    /// tx.wait_drained(Duration::from_secs(10))?;
+    /// assert!(tx.is_empty());
+    /// drop(tx);
+    /// assert_eq!(consumer.join().unwrap(), 3);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn wait_drained(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.end
+            .wait_drained(std::time::Instant::now().checked_add(timeout))
+    }
+
+    /// Takes back the items the receiver never took, once it is gone
+    /// (closed its end, or its process died): copies of them, in the
+    /// order sent, so that they can be sent to another receiver. Exactly
+    /// those: the receiver's index says which it took. A second call
+    /// returns none.
+    ///
+    /// What the receiver took but had not finished with when it died is
+    /// not here, and only the application can tell which those were (a
+    /// job id in the item, say): see the `topology` module. A receiver
+    /// that acts on items inside its `recv_with` closure, before they are
+    /// released, has acted on items that come back here if it dies before
+    /// the closure returns; copy them out (`recv`, `recv_slice`) first, or
+    /// make acting on one twice harmless.
+    ///
+    /// # Errors
+    ///
+    /// `PeerAlive` if the receiver is still there: its items are still its
+    /// own to read. `Corrupted` if its index is invalid (then nobody can
+    /// say which items it took). `Exhausted(Allocation)` if the copies
+    /// cannot be allocated.
+    ///
+    /// ```
+    /// let (mut tx, mut rx) = fdring::channel::<u64>(512)?;
+    /// tx.send_slice(&[10, 11, 12, 13])?;
+    /// assert_eq!(tx.take_unread(), Err(fdring::Error::PeerAlive));
+    /// assert_eq!(rx.recv()?, 10);
+    /// drop(rx); // or its process dies
+    /// assert_eq!(tx.take_unread()?, vec![11, 12, 13]);
+    /// assert_eq!(tx.take_unread()?, vec![]);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn take_unread(&mut self) -> Result<Vec<T>, Error> {
+        self.end.take_unread()
+    }
+
     /// This end's counters.
     pub fn stats(&self) -> Stats {
         self.end.stats

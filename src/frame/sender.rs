@@ -365,6 +365,47 @@ impl FrameSender {
         self.tx.is_abandoned()
     }
 
+    /// Ends the stream without giving up the end, as
+    /// [`Sender::close`]: the receiver takes the frames in the ring, then
+    /// gets `Disconnected`; every later send returns `Disconnected`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame(7, b"last")?;
+    /// tx.close();
+    /// assert_eq!(tx.try_send_frame(8, b"late"), Err(fdring::Error::Disconnected));
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.recv_frame(&mut buf)?, 7);
+    /// assert_eq!(rx.recv_frame(&mut buf), Err(fdring::Error::Disconnected));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        self.tx.close();
+    }
+
+    /// Waits until the receiver has released every frame sent, or for
+    /// `timeout`, as [`Sender::wait_drained`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Sender::wait_drained`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame(1, b"frame")?;
+    /// let consumer = std::thread::spawn(move || rx.recv_frame(&mut Vec::new()));
+    /// tx.wait_drained(Duration::from_secs(10))?;
+    /// assert_eq!(consumer.join().unwrap()?, 1);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn wait_drained(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.tx.wait_drained(timeout)
+    }
+
     /// Prepares to wait on this end's fd ([`AsFd`]) in your own event loop
     /// until there is room for a frame of `len` bytes, after a `try_` call
     /// returned `Full`: the contract of [`Sender::prepare_wait`], with
@@ -423,7 +464,6 @@ impl FrameSender {
     /// call had no room for (an empty frame if none had): what "would
     /// block" arms for in the event-loop adapters, whose `try_` calls are
     /// closures that this end cannot look into.
-    #[cfg(any(feature = "mio", feature = "tokio"))]
     pub(crate) fn prepare_wait_for_refused(&mut self) -> Result<bool, Error> {
         self.prepare_wait(self.refused_len)
     }
