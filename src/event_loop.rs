@@ -1,7 +1,8 @@
-//! What the event-loop adapters (`mio`, `tokio`) need from an end, so that
-//! one registration and one readiness loop serve the item ends and the
-//! frame ends alike: the wake-up socket to watch, the peer's liveness to
-//! watch next to it, and arming after "would block".
+//! What the event-loop adapters (`mio`, `tokio`) and the topologies
+//! (`topology`) need from an end, so that one registration and one
+//! readiness loop serve the item ends and the frame ends alike: the
+//! wake-up socket to watch, the peer's liveness to watch next to it, and
+//! arming after "would block".
 //!
 //! This module owns that mapping and nothing else. It knows the public
 //! API of `channel` and `frame` (plus the frame sender's memory of the
@@ -21,7 +22,8 @@ use crate::{Error, FrameReceiver, FrameSender, Liveness, Receiver, Sender};
 pub(crate) const MAX_ATTEMPTS: u32 = 8;
 
 /// An end an event loop serves. Its fd ([`AsFd`]) is its wake-up socket.
-pub(crate) trait LoopEnd: AsFd {
+// `pub` in a private module: the bound of the sealed `topology::Source`.
+pub trait LoopEnd: AsFd {
     /// Arms the end after a `try_` call returned `Empty` or `Full`: the
     /// end's `prepare_wait`, waiting for what that call lacked. `Ok(true)`:
     /// the fd becomes readable when a retry can make progress; `Ok(false)`:

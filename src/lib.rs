@@ -36,6 +36,7 @@
 //! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, latest-frame-wins |
 //! | [`handoff`] | moving the fds to another process |
 //! | [`service`] | unrelated processes finding each other by name, with access control and typed negotiation |
+//! | [`topology`] | many rings as one: fan-in ([`topology::Merge`]), fan-out and worker pools ([`topology::Dispatch`], [`topology::Pool`]), drain, and a dead worker's unread items given back |
 //! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: every end (items and frames) and a service's listener and connections as `mio` sources, and `AsyncSender` / `AsyncReceiver` / `AsyncFrameSender` / `AsyncFrameReceiver` / `AsyncListener` on tokio's `AsyncFd` |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
@@ -64,8 +65,10 @@ mod memfd;
 pub mod service;
 #[cfg(not(loom))]
 mod signal;
+#[cfg(not(loom))]
+pub mod topology;
 
-#[cfg(all(any(feature = "mio", feature = "tokio"), not(loom)))]
+#[cfg(not(loom))]
 mod event_loop;
 #[cfg(all(feature = "mio", not(loom)))]
 pub mod mio;

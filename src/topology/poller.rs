@@ -1,0 +1,113 @@
+//! `Poller`: one epoll instance over every fd of a topology, each fd
+//! registered with the 64-bit key of what it belongs to, edge-triggered.
+//!
+//! Edge-triggered, because the topologies keep their own queue of what
+//! may be ready and only sleep once everything in it was armed (so an
+//! event after that is news): a level-triggered registration would
+//! report a peer's hang-up, or a pidfd whose process exited, on every
+//! wait for ever.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::io::Errno;
+
+use crate::error::Error;
+
+/// How many events one `epoll_wait` returns at most; more wait for the
+/// next call (the edge is not lost: epoll keeps them).
+const EVENTS: usize = 256;
+
+pub(super) struct Poller {
+    epoll: OwnedFd,
+    events: Vec<Event>,
+}
+
+impl Poller {
+    pub(super) fn new() -> Result<Poller, Error> {
+        let epoll = epoll::create(CreateFlags::CLOEXEC)
+            .map_err(|e| Error::io("creating the topology's epoll instance", e))?;
+        Ok(Poller {
+            epoll,
+            events: Vec::with_capacity(EVENTS),
+        })
+    }
+
+    /// Watches `fd` for input, a hang-up or an error, reported as `key`.
+    pub(super) fn add(&self, fd: BorrowedFd<'_>, key: u64) -> Result<(), Error> {
+        let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+        epoll::add(&self.epoll, fd, EventData::new_u64(key), flags)
+            .map_err(|e| Error::io("adding an fd to the topology's epoll instance", e))
+    }
+
+    /// Stops watching `fd`. An fd that is not watched (or already closed)
+    /// is no error: the caller is forgetting it either way.
+    pub(super) fn remove(&self, fd: BorrowedFd<'_>) {
+        let _ = epoll::delete(&self.epoll, fd);
+    }
+
+    /// Waits until `deadline` (not at all if it is now or past, for ever
+    /// if `None`) for events, and calls `ready` with the key of each.
+    /// Returns how many there were.
+    pub(super) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(u64),
+    ) -> Result<usize, Error> {
+        loop {
+            let timeout = deadline.map(|d| {
+                let left = d.saturating_duration_since(Instant::now());
+                rustix::time::Timespec {
+                    tv_sec: left.as_secs().try_into().unwrap_or(i64::MAX),
+                    tv_nsec: left.subsec_nanos().into(),
+                }
+            });
+            self.events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut self.events),
+                timeout.as_ref(),
+            ) {
+                Ok(_) => break,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::io("waiting on the topology's epoll instance", e)),
+            }
+        }
+        for event in &self.events {
+            ready(event.data.u64());
+        }
+        Ok(self.events.len())
+    }
+
+    /// Collects the events that are there, without waiting.
+    pub(super) fn harvest(&mut self, ready: impl FnMut(u64)) -> Result<usize, Error> {
+        self.wait(Some(Instant::now()), ready)
+    }
+}
+
+impl AsFd for Poller {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("epoll", &self.epoll)
+            .finish()
+    }
+}
+
+/// The end of the next sleep of a topology that waits until `deadline`:
+/// sliced by [`crate::poll_timeout`] when this process publishes with
+/// light barriers but could not register for `membarrier` (a wake-up can
+/// then be lost, and the sliced sleep looks again); the bool says whether
+/// the sleep was sliced.
+pub(super) fn sleep_until(deadline: Option<Instant>, now: Instant) -> (Option<Instant>, bool) {
+    match crate::poll_timeout().and_then(|s: Duration| now.checked_add(s)) {
+        Some(slice) if deadline.map_or(true, |d| slice < d) => (Some(slice), true),
+        _ => (deadline, false),
+    }
+}
