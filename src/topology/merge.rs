@@ -17,6 +17,11 @@ use crate::event_loop::MAX_ATTEMPTS;
 use crate::service::{Connection, Listener};
 use crate::{Frame, FrameReceiver, Receiver};
 
+/// How long a blocking call looks at the sources again and again, once
+/// all were found empty, before it arms them and sleeps: as long as a
+/// single end spins ([`DEFAULT_SPIN`](crate::DEFAULT_SPIN)).
+const SPIN: Duration = crate::DEFAULT_SPIN;
+
 /// How long a client of the merge's listener has, from its connection, to
 /// offer its ring, unless [`Merge::join_timeout`] says otherwise.
 pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -73,6 +78,10 @@ pub struct Merge<R: Source> {
     ready: VecDeque<Key>,
     /// What the source at the front delivered in its turn so far.
     turn: usize,
+    /// Sources found empty in a row, since the last delivery.
+    misses: usize,
+    /// When a blocking call found every queued source empty first.
+    spin_since: Option<Instant>,
     budget: usize,
     poller: Poller,
     notices: VecDeque<Notice>,
@@ -116,6 +125,8 @@ impl<R: Source> Merge<R> {
             sources: Table::new(),
             ready: VecDeque::new(),
             turn: 0,
+            misses: 0,
+            spin_since: None,
             budget: R::BUDGET,
             poller: Poller::new()?,
             notices: VecDeque::new(),
@@ -347,35 +358,78 @@ impl<R: Source> Merge<R> {
                 self.turn = 0;
                 continue;
             };
-            match attempt(key, &mut member.source, self.budget - self.turn) {
+            let attempted = attempt(key, &mut member.source, self.budget - self.turn);
+            if attempted.is_ok() {
+                member.spurious = 0;
+            }
+            match attempted {
                 Ok((delivered, used)) => {
-                    member.spurious = 0;
+                    self.misses = 0;
+                    self.spin_since = None;
                     self.turn += used;
                     if used == 0 || self.turn >= self.budget {
                         self.rotate();
                     }
                     return Ok(Next::Ready(key, delivered));
                 }
-                Err(Error::Empty) => match member.source.arm() {
-                    Ok(true) => self.park(),
-                    Ok(false) => {
-                        // Progress since, or the producer is gone: retry in
-                        // its next turn (the retry reports the end). A
-                        // flood of wake-ups without items only parks it:
-                        // its next byte is an event again.
-                        member.spurious += 1;
-                        if member.spurious >= MAX_ATTEMPTS {
-                            member.spurious = 0;
-                            self.park();
-                        } else {
-                            self.rotate();
+                // Others may be streaming: look at the next one first. Only
+                // when every queued source was found empty in a row (and,
+                // for a blocking call, for `SPIN` more) are they armed one
+                // by one: arming costs a system call here and makes the
+                // producer's next publish cost one there, which a stream
+                // that flows must not pay.
+                Err(Error::Empty) if !self.all_missed(wait) => {
+                    self.misses += 1;
+                    self.rotate();
+                }
+                Err(Error::Empty) => {
+                    let Some(member) = self.sources.get_mut(key) else {
+                        continue;
+                    };
+                    match member.source.arm() {
+                        Ok(true) => self.park(),
+                        Ok(false) => {
+                            // Progress since, or the producer is gone: retry
+                            // in its next turn (the retry reports the end).
+                            // A flood of wake-ups without items only parks
+                            // it: its next byte is an event again.
+                            member.spurious += 1;
+                            let flooding = member.spurious >= MAX_ATTEMPTS;
+                            if flooding {
+                                member.spurious = 0;
+                                self.park();
+                            } else {
+                                self.misses = 0;
+                                self.rotate();
+                            }
                         }
+                        Err(e) => return Ok(self.end(key, e)),
                     }
-                    Err(e) => return Ok(self.end(key, e)),
-                },
+                }
                 Err(e) => return Ok(self.end(key, e)),
             }
         }
+    }
+
+    /// Whether every queued source was found empty since the last
+    /// delivery, and, for a blocking call, has been for [`SPIN`].
+    fn all_missed(&mut self, wait: Wait) -> bool {
+        if self.misses < self.ready.len() {
+            return false;
+        }
+        if let Wait::Never = wait {
+            return true;
+        }
+        let now = Instant::now();
+        let since = *self.spin_since.get_or_insert(now);
+        if now.duration_since(since) >= SPIN {
+            return true;
+        }
+        // Another pass; on a machine with few cores a producer may need
+        // this very core to make progress.
+        self.misses = 0;
+        std::thread::yield_now();
+        false
     }
 
     /// The source at the front has had its turn: to the back.
