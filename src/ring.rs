@@ -669,6 +669,24 @@ mod tests {
     }
 
     #[test]
+    fn unread_is_what_the_consumer_never_released_and_a_bad_index_is_refused() {
+        let header = boxed_header(8);
+        let (mut tx, mut rx) = ends(&header, 8, true);
+        tx.slots(6, false).unwrap();
+        tx.commit(6);
+        rx.slots(1, false).unwrap();
+        rx.commit(4);
+        assert_eq!(tx.unread().unwrap(), Slots { start: 4, len: 2 });
+        // Across the wrap, in one run (mirrored).
+        tx.slots(5, false).unwrap();
+        tx.commit(5);
+        assert_eq!(tx.unread().unwrap(), Slots { start: 4, len: 7 });
+        // A read index past the write index: nobody can say what was read.
+        Read::own_index(&header).store(100, Ordering::Release);
+        assert!(matches!(tx.unread(), Err(Error::Corrupted(_))));
+    }
+
+    #[test]
     fn two_threads_stream_through_a_heap_ring_across_the_wrap() {
         let count = if cfg!(miri) { 200 } else { 100_000 };
         assert_eq!(stream_on_heap(5, count, u64::MAX), (count, count));
