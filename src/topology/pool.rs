@@ -234,10 +234,11 @@ impl<J: Pod, R: Pod> Pool<J, R> {
         sent
     }
 
-    /// Counts jobs sent, and takes in the workers a send found gone.
+    /// Counts jobs sent, and takes in the workers a send found gone (no
+    /// system call: a send must not pay one).
     fn count_sent(&mut self, sent: Option<u64>) -> Result<(), Error> {
         self.in_flight += sent.unwrap_or(0);
-        while let Some(lost) = self.jobs.take_lost()? {
+        while let Some(lost) = self.jobs.pop_lost() {
             self.job_side_left(lost);
         }
         Ok(())
@@ -391,7 +392,11 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// `Io` if the kernel fails a call.
     pub fn take_lost(&mut self) -> Result<Option<Lost<J>>, Error> {
         if self.lost.is_empty() {
-            self.count_sent(None)?;
+            // Members whose receiver is gone (found now, by their events)
+            // leave the job side; their loss completes with the reply side.
+            while let Some(lost) = self.jobs.take_lost()? {
+                self.job_side_left(lost);
+            }
         }
         Ok(self.lost.pop_front())
     }
@@ -424,7 +429,9 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// Sleeps until a job can be sent or a reply received (or a worker
     /// left), or for `timeout` if given; returns at once if one can now.
     /// For a loop that both sends and receives: call it once both `try_`
-    /// calls would block.
+    /// calls would block. With no job left to send, wait for replies with
+    /// [`recv_with`](Self::recv_with) instead: a worker with room would
+    /// make this return at once.
     ///
     /// # Errors
     ///
