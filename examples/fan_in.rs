@@ -1,18 +1,22 @@
-//! Fan-in: one thread serves 256 rings, fed by 4 child processes, through
-//! one `mio::Poll`, fairly.
+//! Fan-in: one consumer serves 256 rings, fed by 4 child processes,
+//! through one `fdring::topology::Merge`, fairly.
 //!
 //! It shows:
-//! - registering many `Receiver`s in one `mio::Poll` (feature `mio`), one
-//!   token per ring, and serving them edge-triggered with
-//!   `EventLoopExt::try_or_arm`: "would block" arms the ring, so its fd
-//!   becomes readable when it has items again, or when its producer closes
-//!   or dies;
-//! - fairness: each ready ring gets one batch of at most `BATCH` items per
-//!   turn, and a ring that may hold more goes to the back of a queue of
-//!   its own, since an edge-triggered poll reports nothing new for it. No
-//!   ring waits for another to be drained;
-//! - the producers' side of the same pattern: each child fills its 64
-//!   rings from its own `mio::Poll`, arming a ring when it is full;
+//! - a `Merge` over many `Receiver`s: each added once, each delivery
+//!   naming its ring by its `Key`, and the whole merge sleeping in one
+//!   `epoll_wait` when no ring has items. A ring whose producer closed is
+//!   drained to its last item, then reported once as `Next::Ended`; once
+//!   every ring ended, the merge says `Disconnected`;
+//! - fairness: the rings take turns, each delivering at most its budget
+//!   (`BATCH` items) per turn, so no ring waits for another to be drained.
+//!   The run reports how far apart the rings of one child were when the
+//!   first ring was complete: each child offers a batch to every ring of
+//!   its own in turn, so only the consumer can set them apart (by leaving
+//!   one full);
+//! - the producers' side without any event loop: each child offers one
+//!   batch to each of its 64 rings in turn (`try_send_with`, written in
+//!   place), and only when all of them are full sleeps in `send_with` on
+//!   one (the consumer serves them all in turn, so it gets room soon);
 //! - handing many rings to a child (`handoff::inherit`, one variable per
 //!   ring), and sequence checks per ring (each item carries its ring's
 //!   number and its position).
@@ -20,22 +24,20 @@
 //! Run it with
 //!
 //! ```text
-//! cargo run --release --features mio --example fan_in
-//! cargo run --release --features mio --example fan_in -- --items 100000
+//! cargo run --release --example fan_in
+//! cargo run --release --example fan_in -- --items 100000
 //! ```
 //!
 //! (This program is its own child: it re-runs itself with `--child`.)
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::error::Error;
-use std::io::ErrorKind;
 use std::mem::MaybeUninit;
 use std::process::{Child, Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use fdring::mio::EventLoopExt;
+use fdring::topology::{Key, Merge, Next};
 use fdring::{handoff, Receiver, Sender};
-use mio::{Events, Interest, Poll, Token};
 
 /// Child processes, and the rings each one feeds.
 const CHILDREN: usize = 4;
@@ -46,37 +48,6 @@ const CAPACITY: usize = 4096;
 const BATCH: usize = 1024;
 /// Items per ring, unless `--items` says otherwise.
 const ITEMS: u64 = 1 << 17;
-
-/// Sleeps in `poll` (not at all if `busy`), at most `poll_timeout()`:
-/// forever, unless this process cannot call `membarrier`. Then calls `due`
-/// with the token of each ring to look at: those with an event, or all
-/// `rings` if the bound ran out (a wake-up may have been lost).
-fn wait(
-    poll: &mut Poll,
-    events: &mut Events,
-    busy: bool,
-    rings: usize,
-    due: impl FnMut(usize),
-) -> std::io::Result<()> {
-    let timeout = if busy {
-        Some(Duration::ZERO)
-    } else {
-        fdring::poll_timeout()
-    };
-    loop {
-        match poll.poll(events, timeout) {
-            Ok(()) => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if events.is_empty() && !busy {
-        (0..rings).for_each(due);
-    } else {
-        events.iter().map(|event| event.token().0).for_each(due);
-    }
-    Ok(())
-}
 
 /// The environment variable carrying ring `j` of a child.
 fn ring_var(j: usize) -> String {
@@ -108,12 +79,10 @@ fn main() -> ExitCode {
 
 /// One ring as the consumer sees it.
 struct Inbound {
-    /// `None` once the producer closed it and it was drained.
-    rx: Option<Receiver<u64>>,
+    /// Its number, `0..256`: the child's first ring plus its place there.
+    ring: usize,
     /// The next position expected.
     next: u64,
-    /// Whether it is in the ready queue.
-    queued: bool,
 }
 
 fn parent(args: &[String]) -> AnyResult<()> {
@@ -122,100 +91,83 @@ fn parent(args: &[String]) -> AnyResult<()> {
         [flag, n] if flag == "--items" => n.parse()?,
         _ => return Err("usage: fan_in [--items N]".into()),
     };
-    let mut poll = Poll::new()?;
-    let mut rings: Vec<Inbound> = Vec::new();
+    let mut merge = Merge::<Receiver<u64>>::new()?.budget(BATCH);
+    let mut rings: HashMap<Key, Inbound> = HashMap::new();
     let mut children: Vec<Child> = Vec::new();
     for c in 0..CHILDREN {
         let mut command = Command::new(std::env::current_exe()?);
         let first = c * RINGS_PER_CHILD;
         command.args(["--child", &first.to_string(), &items.to_string()]);
         for j in 0..RINGS_PER_CHILD {
-            let (tx, mut rx) = fdring::channel::<u64>(CAPACITY)?;
+            let (tx, rx) = fdring::channel::<u64>(CAPACITY)?;
             handoff::inherit(&mut command, &ring_var(j), tx.into_fds()?);
-            let token = Token(rings.len());
-            poll.registry()
-                .register(&mut rx, token, Interest::READABLE)?;
-            rings.push(Inbound {
-                rx: Some(rx),
-                next: 0,
-                queued: false,
-            });
+            let key = merge.add(rx)?;
+            rings.insert(
+                key,
+                Inbound {
+                    ring: first + j,
+                    next: 0,
+                },
+            );
         }
         children.push(command.spawn()?);
         // Drop the parent's copies of the child's fds: if the child dies,
-        // its rings hang up and the loop hears of it.
+        // its rings hang up and the merge ends them.
         drop(command);
     }
     println!(
-        "fan_in: {} rings of {CAPACITY} u64 from {CHILDREN} children ({} each), \
-         {items} items per ring, batches of at most {BATCH}",
+        "fan_in: {} rings of {CAPACITY} u64 from {CHILDREN} children ({RINGS_PER_CHILD} each), \
+         {items} items per ring, turns of at most {BATCH}",
         rings.len(),
-        RINGS_PER_CHILD
     );
 
     let started = Instant::now();
-    let mut events = Events::with_capacity(1024);
-    // Every ring starts in the queue: items may be there before any event.
-    let mut ready: VecDeque<usize> = (0..rings.len()).collect();
-    rings.iter_mut().for_each(|ring| ring.queued = true);
-    let mut open = rings.len();
-    let (mut polls, mut turns, mut armed) = (0u64, 0u64, 0u64);
-    while open > 0 {
-        // Sleep only when no ring is known to have work.
-        wait(
-            &mut poll,
-            &mut events,
-            !ready.is_empty(),
-            rings.len(),
-            |index| {
-                let ring = &mut rings[index];
-                if !ring.queued && ring.rx.is_some() {
-                    ring.queued = true;
-                    ready.push_back(index);
-                }
-            },
-        )?;
-        polls += 1;
-        // One turn for each ring in the queue, in order.
-        for _ in 0..ready.len() {
-            let Some(index) = ready.pop_front() else {
-                break;
-            };
-            turns += 1;
-            let ring = &mut rings[index];
-            let Some(rx) = ring.rx.as_mut() else {
-                continue;
-            };
-            let next = &mut ring.next;
-            let got = rx.try_or_arm(|rx| {
-                rx.try_recv_with(|batch: &[u64]| {
-                    let n = batch.len().min(BATCH);
-                    for (k, value) in batch[..n].iter().enumerate() {
-                        let expected = item(index, *next + k as u64);
-                        assert_eq!(*value, expected, "ring {index}: wrong item");
-                    }
-                    *next += n as u64;
-                    n
-                })
-            });
-            match got {
-                // It may hold more: back of the queue, so that every other
-                // ready ring gets its turn first.
-                Ok(_) => ready.push_back(index),
-                // Armed: it leaves the queue until its next event.
-                Err(fdring::Error::Empty) => {
-                    ring.queued = false;
-                    armed += 1;
-                }
-                Err(fdring::Error::Disconnected) => {
-                    if let Some(mut rx) = ring.rx.take() {
-                        poll.registry().deregister(&mut rx)?;
-                    }
-                    ring.queued = false;
-                    open -= 1;
-                }
-                Err(e) => return Err(format!("ring {index}: {e}").into()),
+    let (mut deliveries, mut ended) = (0u64, 0usize);
+    // When the first ring was complete: the widest gap between rings of
+    // one child, and the least any ring had.
+    let mut at_first_end = None;
+    loop {
+        let got = merge.recv_with(|key, batch| {
+            let inbound = rings
+                .get_mut(&key)
+                .expect("every source is one of our rings");
+            for (value, seq) in batch.iter().zip(inbound.next..) {
+                assert_eq!(
+                    *value,
+                    item(inbound.ring, seq),
+                    "ring {}: wrong item",
+                    inbound.ring
+                );
             }
+            inbound.next += batch.len() as u64;
+            batch.len()
+        });
+        match got {
+            Ok(Next::Ready(_, n)) => {
+                assert!(n <= BATCH, "a turn of {n} items, over the budget");
+                deliveries += 1;
+            }
+            // Its producer closed it, and it was drained.
+            Ok(Next::Ended(key, fdring::Error::Disconnected)) => {
+                let inbound = &rings[&key];
+                if inbound.next != items {
+                    return Err(format!(
+                        "ring {} ended after {} items",
+                        inbound.ring, inbound.next
+                    )
+                    .into());
+                }
+                ended += 1;
+                if at_first_end.is_none() {
+                    at_first_end = Some(progress(&rings));
+                }
+            }
+            Ok(Next::Ended(key, e)) => return Err(format!("ring {}: {e}", rings[&key].ring).into()),
+            // Joined and Refused come from a listener; this merge has none.
+            Ok(_) => {}
+            // Every ring ended: nothing more can come.
+            Err(fdring::Error::Disconnected) => break,
+            Err(e) => return Err(e.into()),
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -226,11 +178,8 @@ fn parent(args: &[String]) -> AnyResult<()> {
             return Err(format!("child {c} failed: {status}").into());
         }
     }
-    let short: Vec<usize> = (0..rings.len())
-        .filter(|&i| rings[i].next != items)
-        .collect();
-    if !short.is_empty() {
-        return Err(format!("rings {short:?} did not get all {items} items").into());
+    if ended != rings.len() {
+        return Err(format!("{ended} of {} rings ended", rings.len()).into());
     }
     let total = items * rings.len() as u64;
     println!(
@@ -238,76 +187,69 @@ fn parent(args: &[String]) -> AnyResult<()> {
         total * 8 / 1_000_000,
         total as f64 * 8.0 / secs / 1e9
     );
-    println!("{polls} polls, {turns} turns, {armed} times a ring was armed (drained)");
+    let (gap, least) = at_first_end.unwrap_or((0, items));
+    println!(
+        "{deliveries} turns; when the first ring was complete, the rings of each child were \
+         at most {gap} items apart, and every ring had at least {least} ({:.0}%; the children \
+         start one after another)",
+        least as f64 * 100.0 / items.max(1) as f64
+    );
     Ok(())
 }
 
-/// A child: fills its rings, `0..items` each, from one `mio::Poll`.
+/// The widest gap between the items received from two rings of one
+/// child, and the fewest received from any ring.
+fn progress(rings: &HashMap<Key, Inbound>) -> (u64, u64) {
+    let mut per_child = [(u64::MAX, 0u64); CHILDREN];
+    for inbound in rings.values() {
+        let (least, most) = &mut per_child[inbound.ring / RINGS_PER_CHILD];
+        *least = (*least).min(inbound.next);
+        *most = (*most).max(inbound.next);
+    }
+    let gap = per_child.iter().map(|&(least, most)| most - least).max();
+    let least = per_child.iter().map(|&(least, _)| least).min();
+    (gap.unwrap_or(0), least.unwrap_or(0))
+}
+
+/// A child: fills its rings, `0..items` each, a batch per ring in turn.
 fn child(args: &[String]) -> AnyResult<()> {
     let [first, items] = args else {
         return Err("usage: fan_in --child FIRST ITEMS".into());
     };
     let (first, items): (usize, u64) = (first.parse()?, items.parse()?);
-    let mut poll = Poll::new()?;
-    let mut rings: Vec<Option<Sender<u64>>> = Vec::new();
+    // Each ring's number, its sender, and the next position to send.
+    let mut rings: Vec<(usize, Sender<u64>, u64)> = Vec::new();
     for j in 0..RINGS_PER_CHILD {
-        let mut tx = Sender::<u64>::from_fds(handoff::inherited(&ring_var(j))?)?;
-        poll.registry()
-            .register(&mut tx, Token(j), Interest::READABLE)?;
-        rings.push(Some(tx));
+        let tx = Sender::<u64>::from_fds(handoff::inherited(&ring_var(j))?)?;
+        rings.push((first + j, tx, 0));
     }
-    let mut next = [0u64; RINGS_PER_CHILD];
-    let mut queued = [true; RINGS_PER_CHILD];
-    let mut ready: VecDeque<usize> = (0..RINGS_PER_CHILD).collect();
-    let mut events = Events::with_capacity(256);
-    let mut open = RINGS_PER_CHILD;
-    while open > 0 {
-        wait(
-            &mut poll,
-            &mut events,
-            !ready.is_empty(),
-            rings.len(),
-            |j| {
-                if !queued[j] && rings[j].is_some() {
-                    queued[j] = true;
-                    ready.push_back(j);
-                }
-            },
-        )?;
-        for _ in 0..ready.len() {
-            let Some(j) = ready.pop_front() else {
-                break;
-            };
-            let Some(tx) = rings[j].as_mut() else {
-                continue;
-            };
-            let ring = first + j;
-            let from = next[j];
-            let sent = tx.try_or_arm(|tx| {
-                tx.try_send_with(|slots: &mut [MaybeUninit<u64>]| {
-                    let n = slots.len().min(BATCH).min((items - from) as usize);
-                    for (k, slot) in slots[..n].iter_mut().enumerate() {
-                        slot.write(item(ring, from + k as u64));
-                    }
-                    n
-                })
-            });
-            match sent {
+    // Writes ring `ring`'s next items, from position `from`, in place.
+    let fill = |ring: usize, from: u64, slots: &mut [MaybeUninit<u64>]| {
+        let n = slots.len().min(BATCH).min((items - from) as usize);
+        for (slot, seq) in slots[..n].iter_mut().zip(from..) {
+            slot.write(item(ring, seq));
+        }
+        n
+    };
+    while !rings.is_empty() {
+        let mut any_room = false;
+        for (ring, tx, next) in &mut rings {
+            match tx.try_send_with(|slots| fill(*ring, *next, slots)) {
                 Ok(n) => {
-                    next[j] += n as u64;
-                    if next[j] == items {
-                        // Done: closing the ring tells the consumer.
-                        if let Some(mut tx) = rings[j].take() {
-                            poll.registry().deregister(&mut tx)?;
-                        }
-                        queued[j] = false;
-                        open -= 1;
-                    } else {
-                        ready.push_back(j);
-                    }
+                    *next += n as u64;
+                    any_room = true;
                 }
-                Err(fdring::Error::Full) => queued[j] = false,
+                Err(fdring::Error::Full) => {}
                 Err(e) => return Err(format!("ring {ring}: {e}").into()),
+            }
+        }
+        // Dropping a finished ring's sender closes it: the consumer gets
+        // its last items, then its end.
+        rings.retain(|(_, _, next)| *next < items);
+        if !any_room {
+            // Every ring is full: sleep until the first has room.
+            if let Some((ring, tx, next)) = rings.first_mut() {
+                *next += tx.send_with(|slots| fill(*ring, *next, slots))? as u64;
             }
         }
     }

@@ -82,6 +82,10 @@ pub struct Merge<R: Source> {
     misses: usize,
     /// When a blocking call found every queued source empty first.
     spin_since: Option<Instant>,
+    /// Turns ended since the poller's events were last collected: after
+    /// a round of the queue, they are collected between turns (see
+    /// `round_done`).
+    turns_since_collect: usize,
     budget: usize,
     poller: Poller,
     notices: VecDeque<Notice>,
@@ -127,6 +131,7 @@ impl<R: Source> Merge<R> {
             turn: 0,
             misses: 0,
             spin_since: None,
+            turns_since_collect: 0,
             budget: R::BUDGET,
             poller: Poller::new()?,
             notices: VecDeque::new(),
@@ -353,6 +358,10 @@ impl<R: Source> Merge<R> {
                 self.idle(wait)?;
                 continue;
             };
+            if self.round_done() {
+                self.look_around(Instant::now())?;
+                continue;
+            }
             let Some(member) = self.sources.get_mut(key) else {
                 self.ready.pop_front();
                 self.turn = 0;
@@ -432,9 +441,30 @@ impl<R: Source> Merge<R> {
         false
     }
 
+    /// Whether a whole round of the queue went by since the events were
+    /// last collected while a source is parked or a client may join:
+    /// their news waits in the poller, and would wait for every queued
+    /// source to run dry, however long busy producers keep them going.
+    fn round_done(&self) -> bool {
+        self.turns_since_collect >= self.ready.len()
+            && (self.sources.len() > self.ready.len() || self.joining.is_some())
+    }
+
+    /// Between turns: collects the events there are, without waiting, so
+    /// that a parked source with news is queued for the next round; and
+    /// where sleeps are sliced, looks at every parked source once a slice.
+    fn look_around(&mut self, now: Instant) -> Result<(), Error> {
+        self.collect(Some(now))?;
+        if crate::poll_timeout().is_some_and(|slice| now.duration_since(self.swept) >= slice) {
+            self.sweep(now);
+        }
+        Ok(())
+    }
+
     /// The source at the front has had its turn: to the back.
     fn rotate(&mut self) {
         self.turn = 0;
+        self.turns_since_collect += 1;
         if let Some(key) = self.ready.pop_front() {
             self.ready.push_back(key);
         }
@@ -444,6 +474,7 @@ impl<R: Source> Merge<R> {
     /// poller's hands.
     fn park(&mut self) {
         self.turn = 0;
+        self.turns_since_collect += 1;
         if let Some(key) = self.ready.pop_front() {
             if let Some(member) = self.sources.get_mut(key) {
                 member.queued = false;
@@ -507,6 +538,7 @@ impl<R: Source> Merge<R> {
     /// them: queues the sources that have news, accepts clients, opens
     /// the rings of those that spoke. Returns how many events there were.
     fn collect(&mut self, deadline: Option<Instant>) -> Result<usize, Error> {
+        self.turns_since_collect = 0;
         let mut internal = Vec::new();
         let (sources, ready) = (&mut self.sources, &mut self.ready);
         let count = self.poller.wait(deadline, |k| {
@@ -811,5 +843,45 @@ impl<R: Source> fmt::Debug for Merge<R> {
             .field("budget", &self.budget)
             .field("listening", &self.joining.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_source_that_gets_an_item_is_served_while_another_stays_busy() {
+        let mut merge = Merge::new().unwrap().budget(16);
+        let (mut busy_tx, busy_rx) = crate::channel::<u64>(4096).unwrap();
+        let (mut quiet_tx, quiet_rx) = crate::channel::<u64>(512).unwrap();
+        let busy = merge.add(busy_rx).unwrap();
+        let quiet = merge.add(quiet_rx).unwrap();
+        busy_tx.send_slice(&[1; 64]).unwrap();
+        // The busy source's turn, then the quiet one's: empty, so it is
+        // armed and parked.
+        assert_eq!(
+            merge.try_recv_with(|_, items| items.len()),
+            Ok(Next::Ready(busy, 16))
+        );
+        assert_eq!(
+            merge.try_recv_with(|_, items| items.len()),
+            Ok(Next::Ready(busy, 16))
+        );
+        quiet_tx.send(2).unwrap();
+        let mut turns = 0;
+        loop {
+            busy_tx.try_send_slice(&[1; 16]).unwrap();
+            let next = merge.try_recv_with(|_, items| items.len()).unwrap();
+            if next == Next::Ready(quiet, 1) {
+                break;
+            }
+            assert_eq!(next, Next::Ready(busy, 16));
+            turns += 1;
+            assert!(
+                turns < 8,
+                "the quiet source waited {turns} turns of the busy one"
+            );
+        }
     }
 }
