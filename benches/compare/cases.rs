@@ -6,6 +6,7 @@ use std::time::Duration;
 use fdring::{Builder, Sender, DEFAULT_SPIN};
 
 use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
+use crate::fan_in::{fdring_fan_in, unix_fan_in};
 use crate::floors::{floor_pingpong, floor_ring_pingpong, floor_stream};
 use crate::frames::{frame_cases, with_video_peers, VIDEO_GOALS};
 use crate::many_rings::{many_rings, MANY_BATCH};
@@ -225,6 +226,22 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 }),
             ],
             goals: &[("1 ring", "≥", 0.8)],
+        },
+        Case {
+            name: "fan_in_8",
+            cfg: Cfg {
+                n: q(1 << 27, 1 << 28),
+                ..base
+            },
+            metrics: &[GBPS],
+            contenders: vec![
+                ("fdring", fdring_fan_in),
+                ("one ring", |c| {
+                    fdring_stream(c, CAP, "fdring", |t: Sender<u64>| t)
+                }),
+                ("unix+mio", unix_fan_in),
+            ],
+            goals: &[("one ring", "≥", 0.8), ("unix+mio", "≥", 1.0)],
         },
     ];
     cases.extend(frame_cases(quick, base));

@@ -11,6 +11,7 @@ use shmem_ipc::sharedring;
 
 use crate::connect::{serve_fdring, serve_unix};
 use crate::data::{pingpong_side, rx_side};
+use crate::fan_in::producer_side;
 use crate::floors::{Floor, FloorPair, Line, Shm};
 use crate::frames::{Packets, Prefixed, FRAME_ALIGN};
 use crate::many_rings::{many_rx_side, MANY_RINGS};
@@ -61,6 +62,14 @@ pub fn play(role: &str, c: &Cfg) -> Res<Run> {
                 .map(|i| Ok(builder.open_receiver::<u64>(ring(i)?)?))
                 .collect::<Res<Vec<_>>>()?;
             many_rx_side(rings, c, gate)
+        }
+        "fan-in-fdring" => {
+            let ticket = fds.remove(0);
+            producer_side(builder.open_sender::<u64>(ring(0)?)?, c, ticket, gate)
+        }
+        "fan-in-io" => {
+            let (ticket, stream) = (file()?, file()?);
+            producer_side(Io(stream, Vec::new()), c, ticket.into(), gate)
         }
         "fdring-one" => rx_side(One(builder.open_receiver::<u64>(ring(0)?)?), c, gate),
         "fdring-frames" => rx_side(builder.open_receiver::<Frame>(ring(0)?)?, c, gate),

@@ -15,7 +15,9 @@
 //! listens, and fdring's fds reach it through `handoff::inherit` as in
 //! `examples/demo.rs`.
 //! Thread-only peers run between two threads pinned the same way, and so
-//! does fdring next to them ("fdring/threads").
+//! does fdring next to them ("fdring/threads"). In the topologies'
+//! cases (`fan_in_8`) the parent is the one consumer, alone on core 0,
+//! and its several children share core 1.
 //!
 //! In `pingpong_block` the "fdring" row spins 0 µs, so that every receive
 //! sleeps on its wake-up socket as its floor sleeps on an eventfd; "fdring spin 20µs" is the
@@ -33,6 +35,9 @@
 //! | `floors` | the least code that could do the job: bare SPSC, cache line, `memcpy` |
 //! | `peers` | the other crates and the kernel's own transports |
 //! | `many_rings` | one consumer thread serving many rings through `mio` |
+//! | `fleet` | one side against several peers: starting them together, joining them |
+//! | `sockets` | the topologies' `UnixStream`s: words out of a byte stream, fair turns under `mio` |
+//! | `fan_in` | `fan_in_8`: eight producer processes, one consumer |
 //! | `connect` | `connect_latency`: a service found by name, to the first item |
 //! | `frames` | the frame layer and its peers, and the frame cases |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
@@ -49,6 +54,8 @@ mod cases;
 mod child;
 mod connect;
 mod data;
+mod fan_in;
+mod fleet;
 mod floors;
 mod frames;
 mod many_rings;
@@ -57,6 +64,7 @@ mod peers;
 mod plots;
 mod process;
 mod report;
+mod sockets;
 
 use cases::cases;
 use child::child_main;
@@ -133,6 +141,11 @@ fn main() -> ExitCode {
     if let Some(case) = cases.iter().find(|c| c.name == "connect_latency") {
         if only.as_ref().map_or(true, |o| o == case.name) {
             println!("{}", connect::header(case.cfg.n));
+        }
+    }
+    if let Some(case) = cases.iter().find(|c| c.name == "fan_in_8") {
+        if only.as_ref().map_or(true, |o| o == case.name) {
+            println!("{}", fan_in::header(&case.cfg));
         }
     }
     println!();
