@@ -13,6 +13,7 @@ use crate::many_rings::{many_rings, MANY_BATCH};
 use crate::ours::{fdring_pingpong, fdring_stream, threads, One};
 use crate::peers::{io_pingpong, io_stream, pipe, shmem_pingpong, shmem_stream, unix};
 use crate::process::{Cfg, Run};
+use crate::worker_pool::{crossbeam_pool, fdring_pool, unix_pool, POOL_BATCH};
 use crate::{Frame, Res, BURST, CAP, CHUNK, FRAME_RING, FRAME_WORDS};
 
 pub type Contender = fn(&Cfg) -> Res<Run>;
@@ -35,6 +36,7 @@ pub const OWN_GOALS: &[&str] = &["frames_1k", "frames_64k"];
 
 pub const GBPS: Metric = ("GB/s", |c, r| c.words() as f64 * 8.0 / r.secs / 1e9);
 pub const MITEMS: Metric = ("Mitems/s", |c, r| c.n as f64 / r.secs / 1e6);
+pub const MJOBS: Metric = ("Mjobs/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const NS_RTT: Metric = ("ns/RTT", |c, r| r.secs / c.n as f64 * 1e9);
 pub const US_RTT: Metric = ("µs/RTT", |c, r| r.secs / c.n as f64 * 1e6);
 
@@ -242,6 +244,24 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("unix+mio", unix_fan_in),
             ],
             goals: &[("one ring", "≥", 0.8), ("unix+mio", "≥", 1.0)],
+        },
+        Case {
+            name: "worker_pool_4",
+            cfg: Cfg {
+                n: q(1 << 24, 1 << 26),
+                chunk: POOL_BATCH,
+                ..base
+            },
+            metrics: &[MJOBS],
+            contenders: vec![
+                ("fdring", fdring_pool),
+                ("unix+mio", unix_pool),
+                ("crossbeam/threads", crossbeam_pool),
+            ],
+            // crossbeam's goal is issue 14's: it held by far when the
+            // case was added, and guards against a pool slower than
+            // threads with no IPC at all.
+            goals: &[("unix+mio", "≥", 1.0), ("crossbeam/threads", "≥", 1.0)],
         },
     ];
     cases.extend(frame_cases(quick, base));
