@@ -6,12 +6,14 @@ use std::time::Duration;
 use fdring::{Builder, Sender, DEFAULT_SPIN};
 
 use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
+use crate::fan_in::{fdring_fan_in, unix_fan_in};
 use crate::floors::{floor_pingpong, floor_ring_pingpong, floor_stream};
 use crate::frames::{frame_cases, with_video_peers, VIDEO_GOALS};
 use crate::many_rings::{many_rings, MANY_BATCH};
 use crate::ours::{fdring_pingpong, fdring_stream, threads, One};
 use crate::peers::{io_pingpong, io_stream, pipe, shmem_pingpong, shmem_stream, unix};
 use crate::process::{Cfg, Run};
+use crate::worker_pool::{crossbeam_pool, fdring_pool, unix_pool, POOL_BATCH};
 use crate::{Frame, Res, BURST, CAP, CHUNK, FRAME_RING, FRAME_WORDS};
 
 pub type Contender = fn(&Cfg) -> Res<Run>;
@@ -34,6 +36,7 @@ pub const OWN_GOALS: &[&str] = &["frames_1k", "frames_64k"];
 
 pub const GBPS: Metric = ("GB/s", |c, r| c.words() as f64 * 8.0 / r.secs / 1e9);
 pub const MITEMS: Metric = ("Mitems/s", |c, r| c.n as f64 / r.secs / 1e6);
+pub const MJOBS: Metric = ("Mjobs/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const NS_RTT: Metric = ("ns/RTT", |c, r| r.secs / c.n as f64 * 1e9);
 pub const US_RTT: Metric = ("µs/RTT", |c, r| r.secs / c.n as f64 * 1e6);
 
@@ -225,6 +228,40 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 }),
             ],
             goals: &[("1 ring", "≥", 0.8)],
+        },
+        Case {
+            name: "fan_in_8",
+            cfg: Cfg {
+                n: q(1 << 27, 1 << 28),
+                ..base
+            },
+            metrics: &[GBPS],
+            contenders: vec![
+                ("fdring", fdring_fan_in),
+                ("one ring", |c| {
+                    fdring_stream(c, CAP, "fdring", |t: Sender<u64>| t)
+                }),
+                ("unix+mio", unix_fan_in),
+            ],
+            goals: &[("one ring", "≥", 0.8), ("unix+mio", "≥", 1.0)],
+        },
+        Case {
+            name: "worker_pool_4",
+            cfg: Cfg {
+                n: q(1 << 24, 1 << 26),
+                chunk: POOL_BATCH,
+                ..base
+            },
+            metrics: &[MJOBS],
+            contenders: vec![
+                ("fdring", fdring_pool),
+                ("unix+mio", unix_pool),
+                ("crossbeam/threads", crossbeam_pool),
+            ],
+            // crossbeam's goal is issue 14's: it held by far when the
+            // case was added, and guards against a pool slower than
+            // threads with no IPC at all.
+            goals: &[("unix+mio", "≥", 1.0), ("crossbeam/threads", "≥", 1.0)],
         },
     ];
     cases.extend(frame_cases(quick, base));

@@ -11,12 +11,14 @@ use shmem_ipc::sharedring;
 
 use crate::connect::{serve_fdring, serve_unix};
 use crate::data::{pingpong_side, rx_side};
+use crate::fan_in::producer_side;
 use crate::floors::{Floor, FloorPair, Line, Shm};
 use crate::frames::{Packets, Prefixed, FRAME_ALIGN};
 use crate::many_rings::{many_rx_side, MANY_RINGS};
 use crate::ours::{FdPair, One};
 use crate::peers::{shmem_open, Io, IoPair, Patience, ShmPair, ShmRx};
 use crate::process::{pin, Cfg, Gate, Run, FDS_VAR, PEER_CORE, RING_VAR};
+use crate::worker_pool::{fdring_worker, unix_worker};
 use crate::{Frame, Res};
 
 pub fn child_main(args: &[String]) -> ExitCode {
@@ -62,6 +64,19 @@ pub fn play(role: &str, c: &Cfg) -> Res<Run> {
                 .collect::<Res<Vec<_>>>()?;
             many_rx_side(rings, c, gate)
         }
+        "fan-in-fdring" => {
+            let ticket = fds.remove(0);
+            producer_side(builder.open_sender::<u64>(ring(0)?)?, c, ticket, gate)
+        }
+        "fan-in-io" => {
+            let (ticket, stream) = (file()?, file()?);
+            producer_side(Io(stream, Vec::new()), c, ticket.into(), gate)
+        }
+        "pool-fdring" => {
+            let jobs = builder.open_receiver::<u64>(ring(0)?)?;
+            fdring_worker(jobs, builder.open_sender::<u64>(ring(1)?)?, gate)
+        }
+        "pool-io" => unix_worker(file()?, gate),
         "fdring-one" => rx_side(One(builder.open_receiver::<u64>(ring(0)?)?), c, gate),
         "fdring-frames" => rx_side(builder.open_receiver::<Frame>(ring(0)?)?, c, gate),
         "fdring-pong" => {

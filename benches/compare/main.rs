@@ -15,7 +15,9 @@
 //! listens, and fdring's fds reach it through `handoff::inherit` as in
 //! `examples/demo.rs`.
 //! Thread-only peers run between two threads pinned the same way, and so
-//! does fdring next to them ("fdring/threads").
+//! does fdring next to them ("fdring/threads"). In the topologies'
+//! cases (`fan_in_8`, `worker_pool_4`) the parent is the one consumer or
+//! dispatcher, alone on core 0, and its several children share core 1.
 //!
 //! In `pingpong_block` the "fdring" row spins 0 µs, so that every receive
 //! sleeps on its wake-up socket as its floor sleeps on an eventfd; "fdring spin 20µs" is the
@@ -33,6 +35,10 @@
 //! | `floors` | the least code that could do the job: bare SPSC, cache line, `memcpy` |
 //! | `peers` | the other crates and the kernel's own transports |
 //! | `many_rings` | one consumer thread serving many rings through `mio` |
+//! | `fleet` | one side against several peers: starting them together, joining them |
+//! | `sockets` | the topologies' `UnixStream`s: words out of a byte stream, fair turns under `mio` |
+//! | `fan_in` | `fan_in_8`: eight producer processes, one consumer |
+//! | `worker_pool` | `worker_pool_4`: a dispatcher, four worker processes, the replies back |
 //! | `connect` | `connect_latency`: a service found by name, to the first item |
 //! | `frames` | the frame layer and its peers, and the frame cases |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
@@ -49,6 +55,8 @@ mod cases;
 mod child;
 mod connect;
 mod data;
+mod fan_in;
+mod fleet;
 mod floors;
 mod frames;
 mod many_rings;
@@ -57,6 +65,8 @@ mod peers;
 mod plots;
 mod process;
 mod report;
+mod sockets;
+mod worker_pool;
 
 use cases::cases;
 use child::child_main;
@@ -133,6 +143,16 @@ fn main() -> ExitCode {
     if let Some(case) = cases.iter().find(|c| c.name == "connect_latency") {
         if only.as_ref().map_or(true, |o| o == case.name) {
             println!("{}", connect::header(case.cfg.n));
+        }
+    }
+    for case in cases.iter() {
+        if only.as_ref().is_some_and(|o| o != case.name) {
+            continue;
+        }
+        match case.name {
+            "fan_in_8" => println!("{}", fan_in::header(&case.cfg)),
+            "worker_pool_4" => println!("{}", worker_pool::header(&case.cfg)),
+            _ => {}
         }
     }
     println!();
