@@ -342,6 +342,16 @@ impl<R: Source> Merge<R> {
                 self.idle(wait)?;
                 continue;
             };
+            if self.turn == 0 && self.may_have_news() {
+                // A turn begins: the sources parked meanwhile that have
+                // items again queue behind the others now, and clients
+                // join, instead of waiting until every queued source has
+                // run dry (which sources that stay busy may never do).
+                self.collect(Some(Instant::now()))?;
+                if !self.notices.is_empty() {
+                    continue;
+                }
+            }
             let Some(member) = self.sources.get_mut(key) else {
                 self.ready.pop_front();
                 self.turn = 0;
@@ -376,6 +386,13 @@ impl<R: Source> Merge<R> {
                 Err(e) => return Ok(self.end(key, e)),
             }
         }
+    }
+
+    /// Whether the poller may hold news the queue does not: a parked
+    /// source (each queued source is in `ready` once, and only sources
+    /// are), or a listener.
+    fn may_have_news(&self) -> bool {
+        self.ready.len() < self.sources.len() || self.joining.is_some()
     }
 
     /// The source at the front has had its turn: to the back.
