@@ -12,7 +12,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
+use rustix::time::Timespec;
 
 use crate::error::Error;
 
@@ -73,6 +75,33 @@ impl Poller {
             ready(event.data.u64());
         }
         Ok(events.len())
+    }
+
+    /// If `fd` (watched under `key`) is readable now, has the poller
+    /// report it again: a modified edge-triggered registration of a ready
+    /// fd is an event. Returns whether it was readable.
+    pub(super) fn report_again_if_ready(
+        &self,
+        fd: BorrowedFd<'_>,
+        key: u64,
+    ) -> Result<bool, Error> {
+        let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            match poll(&mut fds, Some(&now)) {
+                Ok(0) => return Ok(false),
+                Ok(_) => break,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::io("polling a topology member's fd", e)),
+            }
+        }
+        let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+        epoll::modify(&self.epoll, fd, EventData::new_u64(key), flags)
+            .map_err(|e| Error::io("modifying an fd of the topology's epoll instance", e))?;
+        Ok(true)
     }
 
     /// Collects the events that are there, without waiting.
