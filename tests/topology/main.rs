@@ -1,0 +1,41 @@
+//! The topologies (issue 14) with real processes on real rings: a `Merge`
+//! of eight producer processes (order, ends, fairness, an idle merge that
+//! sleeps).
+//!
+//! The children are this test binary run again (`child_entry`), each with
+//! its rings inherited (`handoff::inherit`). A child that the parent
+//! steers reads its orders from its stdin, one line each
+//! (`ChildProc::order`).
+//!
+//! One file per concept: `peers` (the child roles and how they are
+//! started), `merge`.
+//!
+//! `FDRING_TOPO_ITEMS` sets the items of each of the eight producers of
+//! the merge (10^6 by default).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod merge;
+mod peers;
+
+use std::time::Duration;
+
+use common::{env, start_watchdog, CHILD_ENV};
+
+/// The entry point of every child process: runs the role named in
+/// `FDRING_TEST_CHILD`, or nothing when run as a plain (ignored) test.
+#[test]
+#[ignore = "child process entry point, spawned by the tests"]
+fn child_entry() {
+    let Some(role) = env(CHILD_ENV) else {
+        return;
+    };
+    // A child never outlives a failed or hung test for long.
+    start_watchdog(Duration::from_secs(120));
+    match role.as_str() {
+        peers::PRODUCER => peers::role_producer(),
+        peers::SILENT => peers::role_silent(),
+        other => panic!("unknown child role {other}"),
+    }
+}
