@@ -1,6 +1,7 @@
 //! The topologies (issue 14) with real processes on real rings: a `Merge`
 //! of eight producer processes (order, ends, fairness, an idle merge that
-//! sleeps).
+//! sleeps), draining (`wait_drained`, `close`) and taking back what a dead
+//! consumer never read (`take_unread`), and a `Dispatch` by each policy.
 //!
 //! The children are this test binary run again (`child_entry`), each with
 //! its rings inherited (`handoff::inherit`). A child that the parent
@@ -8,7 +9,7 @@
 //! (`ChildProc::order`).
 //!
 //! One file per concept: `peers` (the child roles and how they are
-//! started), `merge`.
+//! started), `merge`, `drain` and `dispatch`.
 //!
 //! `FDRING_TOPO_ITEMS` sets the items of each of the eight producers of
 //! the merge (10^6 by default).
@@ -16,6 +17,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod dispatch;
+mod drain;
 mod merge;
 mod peers;
 
@@ -36,6 +39,8 @@ fn child_entry() {
     match role.as_str() {
         peers::PRODUCER => peers::role_producer(),
         peers::SILENT => peers::role_silent(),
+        peers::CONSUMER => peers::role_consumer(),
+        peers::WORKER => peers::role_worker(),
         other => panic!("unknown child role {other}"),
     }
 }
