@@ -1,7 +1,8 @@
 //! The topologies (issue 14) with real processes on real rings: a `Merge`
 //! of eight producer processes (order, ends, fairness, an idle merge that
-//! sleeps), draining (`wait_drained`, `close`) and taking back what a dead
-//! consumer never read (`take_unread`), and a `Dispatch` by each policy.
+//! sleeps), a `Pool` of worker processes killed at random and replaced,
+//! draining (`wait_drained`, `close`) and taking back what a dead consumer
+//! never read (`take_unread`), and a `Dispatch` by each policy.
 //!
 //! The children are this test binary run again (`child_entry`), each with
 //! its rings inherited (`handoff::inherit`). A child that the parent
@@ -9,10 +10,11 @@
 //! (`ChildProc::order`).
 //!
 //! One file per concept: `peers` (the child roles and how they are
-//! started), `merge`, `drain` and `dispatch`.
+//! started), `merge`, `pool`, `drain` and `dispatch`.
 //!
 //! `FDRING_TOPO_ITEMS` sets the items of each of the eight producers of
-//! the merge (10^6 by default).
+//! the merge (10^6 by default), `FDRING_TOPO_JOBS` the jobs of the pool
+//! (10^6 by default).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -21,6 +23,7 @@ mod dispatch;
 mod drain;
 mod merge;
 mod peers;
+mod pool;
 
 use std::time::Duration;
 
