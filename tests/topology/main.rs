@@ -1,8 +1,9 @@
 //! The topologies (issue 14) with real processes on real rings: a `Merge`
 //! of eight producer processes (order, ends, fairness, an idle merge that
-//! sleeps), a `Pool` of worker processes killed at random and replaced,
-//! draining (`wait_drained`, `close`) and taking back what a dead consumer
-//! never read (`take_unread`), and a `Dispatch` by each policy.
+//! sleeps), sources that corrupt their ring or flood their wake-up socket,
+//! a `Pool` of worker processes killed at random and replaced, draining
+//! (`wait_drained`, `close`) and taking back what a dead consumer never
+//! read (`take_unread`), and a `Dispatch` by each policy.
 //!
 //! The children are this test binary run again (`child_entry`), each with
 //! its rings inherited (`handoff::inherit`). A child that the parent
@@ -10,7 +11,7 @@
 //! (`ChildProc::order`).
 //!
 //! One file per concept: `peers` (the child roles and how they are
-//! started), `merge`, `pool`, `drain` and `dispatch`.
+//! started), `merge`, `hostile`, `pool`, `drain` and `dispatch`.
 //!
 //! `FDRING_TOPO_ITEMS` sets the items of each of the eight producers of
 //! the merge (10^6 by default), `FDRING_TOPO_JOBS` the jobs of the pool
@@ -21,6 +22,7 @@ mod common;
 
 mod dispatch;
 mod drain;
+mod hostile;
 mod merge;
 mod peers;
 mod pool;
@@ -44,6 +46,8 @@ fn child_entry() {
         peers::SILENT => peers::role_silent(),
         peers::CONSUMER => peers::role_consumer(),
         peers::WORKER => peers::role_worker(),
+        hostile::CORRUPTER => hostile::role_corrupter(),
+        hostile::FLOODER => hostile::role_flooder(),
         other => panic!("unknown child role {other}"),
     }
 }
