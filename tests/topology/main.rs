@@ -3,15 +3,17 @@
 //! sleeps), sources that corrupt their ring or flood their wake-up socket,
 //! a `Pool` of worker processes killed at random and replaced, draining
 //! (`wait_drained`, `close`) and taking back what a dead consumer never
-//! read (`take_unread`), and a `Dispatch` by each policy.
+//! read (`take_unread`), a `Dispatch` by each policy, a merge that serves a
+//! service's listener as producers come and go, and a merge of frames.
 //!
 //! The children are this test binary run again (`child_entry`), each with
-//! its rings inherited (`handoff::inherit`). A child that the parent
-//! steers reads its orders from its stdin, one line each
-//! (`ChildProc::order`).
+//! its rings inherited (`handoff::inherit`) or, for `joining`, given only
+//! the service's name. A child that the parent steers reads its orders
+//! from its stdin, one line each (`ChildProc::order`).
 //!
 //! One file per concept: `peers` (the child roles and how they are
-//! started), `merge`, `hostile`, `pool`, `drain` and `dispatch`.
+//! started), `merge`, `hostile`, `pool`, `drain`, `dispatch`, `joining`
+//! and `frames`.
 //!
 //! `FDRING_TOPO_ITEMS` sets the items of each of the eight producers of
 //! the merge (10^6 by default), `FDRING_TOPO_JOBS` the jobs of the pool
@@ -22,7 +24,9 @@ mod common;
 
 mod dispatch;
 mod drain;
+mod frames;
 mod hostile;
+mod joining;
 mod merge;
 mod peers;
 mod pool;
@@ -48,6 +52,8 @@ fn child_entry() {
         peers::WORKER => peers::role_worker(),
         hostile::CORRUPTER => hostile::role_corrupter(),
         hostile::FLOODER => hostile::role_flooder(),
+        joining::SERVICE_PRODUCER => joining::role_service_producer(),
+        joining::SILENT_CLIENT => joining::role_silent_client(),
         other => panic!("unknown child role {other}"),
     }
 }
