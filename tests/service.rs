@@ -25,12 +25,11 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    consume, env, env_u64, fields, park, produce, report, seed, spawn_bounded, start_watchdog, Api,
-    ChildProc, CHILD_ENV, HANG, NOTICE,
+    consume, env, env_u64, err_of, fields, number, park, produce, report, seed, spawn_bounded,
+    start_watchdog, unique_name, word_of, Api, ChildProc, CHILD_ENV, HANG, NOTICE,
 };
 use fdring::service::{self, Access, Connection, Connector, Listener};
 use fdring::{Builder, Error, Field, Rejection};
@@ -154,13 +153,6 @@ fn describe(e: &Error) -> String {
         Error::Io { source, .. } => format!("io_kind={:?} err={e:?}", source.kind()),
         _ => format!("err={e:?}"),
     }
-}
-
-/// The `Debug` of an error, as [`describe`] puts it on a report line.
-fn err_of(line: &str) -> &str {
-    line.split_once(" err=")
-        .unwrap_or_else(|| panic!("no error in {line:?}"))
-        .1
 }
 
 fn euid() -> u32 {
@@ -548,16 +540,6 @@ fn role_raw_client() {
 // ---------------------------------------------------------------------------
 // The test side
 
-/// A name no other test (or run) uses at the same time.
-fn unique_name(what: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "svctest-{}-{}-{what}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// Starts this test binary in `role` as a process of its own session,
 /// configured by `vars`, as the user `uid` (and its group, with no
 /// supplementary groups) if given.
@@ -596,14 +578,6 @@ fn spawn_listener_as(vars: &[(&str, &str)], uid: Option<u32>) -> (ChildProc, u32
     (listener, pid)
 }
 
-fn number(line: &str, key: &str) -> u64 {
-    fields(line)
-        .get(key)
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-        .parse()
-        .unwrap_or_else(|_| panic!("{key}= is not a number in {line:?}"))
-}
-
 /// Waits for the listener's report of serving `client` (`items` items, no
 /// accept error), passing over the connections of `departed`, which hung
 /// up before they were served (a refused peer, a probe).
@@ -626,12 +600,6 @@ fn expect_served(listener: &mut ChildProc, departed: u64, client: u32, items: u6
     );
 }
 
-fn word_of<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
-
 /// Whether this process may start children as other users.
 fn can_switch_users(test: &str) -> bool {
     let root = rustix::process::geteuid().is_root();
@@ -645,7 +613,7 @@ fn can_switch_users(test: &str) -> bool {
 /// (another) does `client_action`; `items` flow from whichever side
 /// produces, and the consumer checks every one.
 fn stream_between_unrelated_processes(listener_action: &str, client_action: &str, items: u64) {
-    let name = unique_name("stream");
+    let name = unique_name("svctest", "stream");
     let items_s = items.to_string();
     let (mut listener, listener_pid) =
         spawn_listener(&[(NAME, &name), (ACTION, listener_action), (ITEMS, &items_s)]);
@@ -707,7 +675,7 @@ fn offering_and_taking_the_sending_end_streams_in_order_both_ways() {
 
 #[test]
 fn one_connection_carries_a_request_ring_and_a_reply_ring() {
-    let name = unique_name("echo");
+    let name = unique_name("svctest", "echo");
     let items = "300000";
     let (mut listener, _) = spawn_listener(&[(NAME, &name), (ACTION, "echo-serve")]);
     let mut client = spawn_detached(
@@ -734,7 +702,7 @@ fn a_client_of_another_uid_is_refused_by_default_and_the_listener_goes_on() {
     if !can_switch_users("a_client_of_another_uid_is_refused_by_default") {
         return;
     }
-    let name = unique_name("uid-refused");
+    let name = unique_name("svctest", "uid-refused");
     let (mut listener, listener_pid) =
         spawn_listener(&[(NAME, &name), (ACTION, "take-items"), (ITEMS, "1000")]);
     let mut stranger = spawn_detached("client", &[(NAME, &name), (ITEMS, "1000")], Some(NOBODY));
@@ -785,7 +753,7 @@ fn a_client_of_another_uid_is_served_when_the_policy_allows_its_uid() {
     if !can_switch_users("a_client_of_another_uid_is_served_when_the_policy_allows_it") {
         return;
     }
-    let name = unique_name("uid-allowed");
+    let name = unique_name("svctest", "uid-allowed");
     let allow = format!("uid:{NOBODY}");
     let (mut listener, _) = spawn_listener(&[
         (NAME, &name),
@@ -818,7 +786,7 @@ fn a_root_client_refuses_a_listener_of_another_uid_and_sends_it_nothing() {
     if !can_switch_users("a_root_client_refuses_a_listener_of_another_uid") {
         return;
     }
-    let name = unique_name("uid-listener");
+    let name = unique_name("svctest", "uid-listener");
     // The listener would let root in: the refusal is the client's own.
     let (mut listener, listener_pid) = spawn_listener_as(
         &[
@@ -863,7 +831,7 @@ fn an_unprivileged_client_refuses_another_unprivileged_uid_but_trusts_root() {
     }
     // A listener of uid NOBODY, a client of uid OTHER: refused by the
     // client's default trust (its own uid, or root).
-    let name = unique_name("uid-peers");
+    let name = unique_name("svctest", "uid-peers");
     let allow = format!("uid:{OTHER}");
     let (listener, listener_pid) = spawn_listener_as(
         &[(NAME, &name), (ACTION, "take-items"), (ACCESS, &allow)],
@@ -887,7 +855,7 @@ fn an_unprivileged_client_refuses_another_unprivileged_uid_but_trusts_root() {
     drop(listener);
     // A root listener that allows uid OTHER: the same client trusts it,
     // and streams.
-    let name = unique_name("uid-root-listener");
+    let name = unique_name("svctest", "uid-root-listener");
     let (mut listener, _) = spawn_listener(&[
         (NAME, &name),
         (ACTION, "take-items"),
@@ -918,7 +886,7 @@ fn io_kind(result: Result<Listener, Error>) -> std::io::ErrorKind {
 
 #[test]
 fn an_abstract_name_taken_by_a_live_listener_is_addr_in_use() {
-    let name = unique_name("taken");
+    let name = unique_name("svctest", "taken");
     let (listener, _) = spawn_listener(&[(NAME, &name), (ACTION, "never-accept")]);
     assert_eq!(
         io_kind(Listener::bind(&name)),
@@ -1062,7 +1030,7 @@ fn abstract_sockets_named(name: &str) -> Vec<String> {
 
 #[test]
 fn after_an_abstract_listener_is_killed_connect_is_refused_at_once_and_the_name_is_free() {
-    let name = unique_name("killed");
+    let name = unique_name("svctest", "killed");
     let (mut listener, _) = spawn_listener(&[(NAME, &name), (ACTION, "never-accept")]);
     // The name lives in the abstract namespace only: the kernel lists it
     // with '@', no file stands for it.
@@ -1100,7 +1068,7 @@ fn after_an_abstract_listener_is_killed_connect_is_refused_at_once_and_the_name_
 
 #[test]
 fn silent_and_broken_clients_do_not_block_the_listener_and_are_dropped() {
-    let name = unique_name("patient");
+    let name = unique_name("svctest", "patient");
     let mut listener = spawn_detached(
         "patient-listener",
         &[
@@ -1169,7 +1137,7 @@ fn silent_and_broken_clients_do_not_block_the_listener_and_are_dropped() {
 
 #[test]
 fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
-    let name = unique_name("version");
+    let name = unique_name("svctest", "version");
     let (mut listener, _) = spawn_listener(&[(NAME, &name), (ACTION, "take-items")]);
     let mut raw = spawn_detached("raw-client", &[(NAME, &name), (RAW, "version2")], None);
     let served = listener.expect_line("served", HANG);
@@ -1202,7 +1170,7 @@ fn a_peer_of_another_protocol_version_is_refused_naming_both_versions() {
 
 #[test]
 fn connect_times_out_when_the_listener_never_accepts() {
-    let name = unique_name("no-accept");
+    let name = unique_name("svctest", "no-accept");
     let (listener, _) = spawn_listener(&[(NAME, &name), (ACTION, "never-accept")]);
     let mut client = spawn_detached("client", &[(NAME, &name), (TIMEOUT_MS, "300")], None);
     let line = client.expect_line("connect-error", HANG);
@@ -1215,7 +1183,7 @@ fn connect_times_out_when_the_listener_never_accepts() {
 fn connect_times_out_when_the_listeners_queue_is_full() {
     // A listener that never accepts, with a queue of one connection,
     // already taken: a connect waits for a place until its timeout.
-    let name = unique_name("full-queue");
+    let name = unique_name("svctest", "full-queue");
     let stuck = stuck_listener_socket();
     let addr = format!("{}{name}", service::ABSTRACT_PREFIX);
     let addr = rustix::net::SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap();
@@ -1290,7 +1258,7 @@ fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[std::os::fd::Borrowed
 
 #[test]
 fn a_listener_that_sends_garbage_is_a_protocol_error_for_the_client() {
-    let name = unique_name("fake-listener");
+    let name = unique_name("svctest", "fake-listener");
     let raw = UnixListener::bind_addr(
         &SocketAddr::from_abstract_name(format!("{}{name}", service::ABSTRACT_PREFIX)).unwrap(),
     )
@@ -1374,7 +1342,7 @@ fn mismatched_rings_are_refused_on_both_sides_naming_the_field_and_both_values()
     let names: Vec<&str> = cases.iter().map(|c| c.0).chain(["matching"]).collect();
     let names = names.join(",");
     let connections = (cases.len() + 1).to_string();
-    let name = unique_name("mismatch");
+    let name = unique_name("svctest", "mismatch");
     let (mut listener, _) = spawn_listener(&[
         (NAME, &name),
         (ACTION, "mismatch"),
@@ -1424,7 +1392,7 @@ fn mismatched_rings_are_refused_on_both_sides_naming_the_field_and_both_values()
 
 #[test]
 fn two_sides_that_both_offer_or_both_take_each_get_an_error_and_hold_nothing() {
-    let name = unique_name("both");
+    let name = unique_name("svctest", "both");
     let (mut listener, _) = spawn_listener(&[
         (NAME, &name),
         (ACTION, "mismatch"),
@@ -1478,7 +1446,7 @@ fn two_sides_that_both_offer_or_both_take_each_get_an_error_and_hold_nothing() {
 
 #[test]
 fn a_listener_sees_disconnected_after_its_client_is_killed_mid_stream() {
-    let name = unique_name("killed-client");
+    let name = unique_name("svctest", "killed-client");
     let (mut listener, _) = spawn_listener(&[(NAME, &name), (ACTION, "take-items")]);
     // The client streams until it is killed.
     let mut client = spawn_detached("client", &[(NAME, &name), (ITEMS, "0")], None);
@@ -1497,7 +1465,7 @@ fn a_listener_sees_disconnected_after_its_client_is_killed_mid_stream() {
 
 #[test]
 fn a_listener_serves_three_producers_one_after_another_under_the_same_name() {
-    let name = unique_name("come-and-go");
+    let name = unique_name("svctest", "come-and-go");
     let (mut listener, listener_pid) =
         spawn_listener(&[(NAME, &name), (ACTION, "take-items"), (CONNECTIONS, "3")]);
     for n in 1..=3u64 {
@@ -1527,7 +1495,7 @@ fn a_listener_serves_three_producers_one_after_another_under_the_same_name() {
 
 #[test]
 fn a_thousand_connections_leak_no_fd_and_no_memory_in_the_listener() {
-    let name = unique_name("cycles");
+    let name = unique_name("svctest", "cycles");
     let (mut listener, _) =
         spawn_listener(&[(NAME, &name), (ACTION, "take-one"), (CONNECTIONS, "1000")]);
     let mut client = spawn_detached(
@@ -1568,7 +1536,7 @@ fn a_thousand_connections_leak_no_fd_and_no_memory_in_the_listener() {
 
 #[test]
 fn a_client_that_left_before_it_was_accepted_does_not_fail_accept() {
-    let name = unique_name("departed");
+    let name = unique_name("svctest", "departed");
     let listener = Listener::bind(&name).unwrap();
     // A client connects and leaves before the listener gets to it (a
     // client whose connect timed out, or a probe).

@@ -347,6 +347,7 @@ impl<R: Source> Merge<R> {
         wait: Wait,
         mut attempt: impl FnMut(Key, &mut R, usize) -> Result<(X, usize), Error>,
     ) -> Result<Next<X>, Error> {
+        let mut idled = false;
         loop {
             if let Some(notice) = self.notices.pop_front() {
                 return Ok(match notice {
@@ -355,7 +356,8 @@ impl<R: Source> Merge<R> {
                 });
             }
             let Some(&key) = self.ready.front() else {
-                self.idle(wait)?;
+                self.idle(wait, idled)?;
+                idled = true;
                 continue;
             };
             if self.round_done() {
@@ -400,15 +402,32 @@ impl<R: Source> Merge<R> {
                         Ok(false) => {
                             // Progress since, or the producer is gone: retry
                             // in its next turn (the retry reports the end).
-                            // A flood of wake-ups without items only parks
-                            // it: its next byte is an event again.
                             member.spurious += 1;
-                            let flooding = member.spurious >= MAX_ATTEMPTS;
-                            if flooding {
-                                member.spurious = 0;
+                            if member.spurious < MAX_ATTEMPTS {
+                                self.misses = 0;
+                                self.rotate();
+                                continue;
+                            }
+                            // A flood of wake-ups without items: it must not
+                            // keep the merge retrying it. But parked unarmed,
+                            // nothing would report it again once the flood
+                            // stops with bytes left in its socket (a drain
+                            // reads a few hundred), nor its hang-up behind
+                            // them, nor its next item (not armed, its
+                            // producer sends no wake-up). So it is parked
+                            // only if the poller reports it again (an
+                            // edge-triggered fd modified while readable is an
+                            // event: its bytes are drained one batch of tries
+                            // per look, and its hang-up seen once they are);
+                            // a socket no longer readable means progress
+                            // after all.
+                            member.spurious = 0;
+                            if self
+                                .poller
+                                .report_again_if_ready(member.source.as_fd(), key.get())?
+                            {
                                 self.park();
                             } else {
-                                self.misses = 0;
                                 self.rotate();
                             }
                         }
@@ -491,11 +510,20 @@ impl<R: Source> Merge<R> {
 
     /// Nothing is queued: collects events, or sleeps for them as `wait`
     /// allows. `Ok` when there may be something to do.
-    fn idle(&mut self, wait: Wait) -> Result<(), Error> {
+    ///
+    /// `again`: this call was idle before, and every source it queued
+    /// since is parked again. Then the call's end (`Empty`, or its
+    /// deadline) comes before the events that are there: they stay in the
+    /// poller (its fd stays readable) for the next call, so that sources
+    /// reported again and again (wake-ups without items) cannot keep a
+    /// call from returning.
+    fn idle(&mut self, wait: Wait, again: bool) -> Result<(), Error> {
         let now = Instant::now();
-        self.collect(Some(now))?;
-        if !self.ready.is_empty() || !self.notices.is_empty() {
-            return Ok(());
+        if !again {
+            self.collect(Some(now))?;
+            if !self.ready.is_empty() || !self.notices.is_empty() {
+                return Ok(());
+            }
         }
         if self.sources.len() == 0 && self.joining.is_none() {
             return Err(Error::Disconnected);

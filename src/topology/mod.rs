@@ -171,3 +171,20 @@ mod sealed {
         const BUDGET: usize = 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Dispatch, Merge, Pool};
+    use crate::{FrameReceiver, Receiver};
+
+    /// A topology can be moved to the thread that serves it, as its ends
+    /// can.
+    #[test]
+    fn topologies_are_send() {
+        fn send<T: Send>() {}
+        send::<Merge<Receiver<u64>>>();
+        send::<Merge<FrameReceiver>>();
+        send::<Dispatch<u64>>();
+        send::<Pool<u64, u64>>();
+    }
+}

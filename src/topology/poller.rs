@@ -7,11 +7,14 @@
 //! report a peer's hang-up, or a pidfd whose process exited, on every
 //! wait for ever.
 
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
+use rustix::time::Timespec;
 
 use crate::error::Error;
 
@@ -21,17 +24,13 @@ const EVENTS: usize = 256;
 
 pub(super) struct Poller {
     epoll: OwnedFd,
-    events: Vec<Event>,
 }
 
 impl Poller {
     pub(super) fn new() -> Result<Poller, Error> {
         let epoll = epoll::create(CreateFlags::CLOEXEC)
             .map_err(|e| Error::io("creating the topology's epoll instance", e))?;
-        Ok(Poller {
-            epoll,
-            events: Vec::with_capacity(EVENTS),
-        })
+        Ok(Poller { epoll })
     }
 
     /// Watches `fd` for input, a hang-up or an error, reported as `key`.
@@ -55,7 +54,10 @@ impl Poller {
         deadline: Option<Instant>,
         mut ready: impl FnMut(u64),
     ) -> Result<usize, Error> {
-        loop {
+        // On the stack, not kept in the poller: rustix's `Event` holds a
+        // pointer-sized union, which would make every topology `!Send`.
+        let mut events = [MaybeUninit::<Event>::uninit(); EVENTS];
+        let events = loop {
             let timeout = deadline.map(|d| {
                 let left = d.saturating_duration_since(Instant::now());
                 rustix::time::Timespec {
@@ -63,21 +65,43 @@ impl Poller {
                     tv_nsec: left.subsec_nanos().into(),
                 }
             });
-            self.events.clear();
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut self.events),
-                timeout.as_ref(),
-            ) {
-                Ok(_) => break,
+            match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
+                Ok((events, _)) => break events,
                 Err(Errno::INTR) => continue,
                 Err(e) => return Err(Error::io("waiting on the topology's epoll instance", e)),
             }
-        }
-        for event in &self.events {
+        };
+        for event in events.iter() {
             ready(event.data.u64());
         }
-        Ok(self.events.len())
+        Ok(events.len())
+    }
+
+    /// If `fd` (watched under `key`) is readable now, has the poller
+    /// report it again: a modified edge-triggered registration of a ready
+    /// fd is an event. Returns whether it was readable.
+    pub(super) fn report_again_if_ready(
+        &self,
+        fd: BorrowedFd<'_>,
+        key: u64,
+    ) -> Result<bool, Error> {
+        let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            match poll(&mut fds, Some(&now)) {
+                Ok(0) => return Ok(false),
+                Ok(_) => break,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::io("polling a topology member's fd", e)),
+            }
+        }
+        let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+        epoll::modify(&self.epoll, fd, EventData::new_u64(key), flags)
+            .map_err(|e| Error::io("modifying an fd of the topology's epoll instance", e))?;
+        Ok(true)
     }
 
     /// Collects the events that are there, without waiting.

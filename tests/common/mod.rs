@@ -447,6 +447,44 @@ pub fn fields(line: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The number after `key=` in a report line.
+#[track_caller]
+pub fn number(line: &str, key: &str) -> u64 {
+    fields(line)
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}= is not a number in {line:?}"))
+}
+
+/// The word after `key=` in a report line.
+#[track_caller]
+pub fn word_of<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// The `Debug` of an error a report line ends with, after ` err=`.
+#[track_caller]
+pub fn err_of(line: &str) -> &str {
+    line.split_once(" err=")
+        .unwrap_or_else(|| panic!("no error in {line:?}"))
+        .1
+}
+
+/// A service name no other test (or run) uses at the same time:
+/// `prefix`, this process, a counter and `what`.
+pub fn unique_name(prefix: &str, what: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}-{what}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// A child process running this test binary in a role, with its stdout
 /// report lines and stderr collected by threads. Dropping it kills the
 /// child if it still runs.
@@ -605,6 +643,28 @@ impl ChildProc {
     pub fn kill(&mut self) {
         self.child.kill().expect("kill");
     }
+
+    /// Writes the line `order` to the child's stdin, which `configure`
+    /// made a pipe (`Stdio::piped()`); the child reads it from
+    /// [`orders`].
+    #[track_caller]
+    pub fn order(&mut self, order: &str) {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("child {} has no piped stdin", self.role));
+        writeln!(stdin, "{order}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("ordering child {} to {order:?}: {e}", self.role));
+    }
+}
+
+/// The lines the parent writes to this child's stdin ([`ChildProc::order`]),
+/// until it closes it.
+pub fn orders() -> impl Iterator<Item = String> {
+    std::io::stdin().lines().map_while(Result::ok)
 }
 
 impl Drop for ChildProc {
@@ -656,6 +716,13 @@ pub fn pause_now_and_then(rng: &mut Rng, one_in: u64, max_us: u64) -> bool {
     }
     thread::sleep(Duration::from_micros(rng.range(0, max_us.max(1))));
     true
+}
+
+/// This thread's CPU time, user and system: what a wait that sleeps
+/// does not spend.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// Sleeps until the watchdog ends this process (or the parent kills it).
