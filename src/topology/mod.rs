@@ -71,7 +71,7 @@ use crate::event_loop::LoopEnd;
 use crate::{FrameReceiver, Receiver};
 
 pub use dispatch::{Dispatch, Lost, Policy};
-pub use merge::Merge;
+pub use merge::{Merge, DEFAULT_JOIN_TIMEOUT};
 pub use pool::Pool;
 
 /// Which member of a topology: returned when it is added, given with
