@@ -421,6 +421,64 @@ impl<J: Pod, R: Pod> Pool<J, R> {
         Ok(self.replies.prepare_wait()? && self.jobs.prepare_wait()?)
     }
 
+    /// Prepares to wait on the pool's fd to send only, after a `try_send`
+    /// call returned `Full`: arms every worker's job ring for room, and
+    /// leaves the replies alone (a reply waiting to be received does not
+    /// make this return `Ok(false)`, as it does
+    /// [`prepare_wait`](Self::prepare_wait)). `Ok(true)`: the fd becomes
+    /// readable when a worker has room or leaves; `Ok(false)`: one has,
+    /// retry now. The fd is the pool's one, so a reply ring armed before
+    /// may make it readable too: that costs a retry, nothing else.
+    ///
+    /// # Errors
+    ///
+    /// `Io` if a wake-up socket cannot be drained.
+    ///
+    /// ```
+    /// use fdring::topology::{Policy, Pool};
+    ///
+    /// let mut pool = Pool::<u64, u64>::new(Policy::RoundRobin)?;
+    /// let (jobs_tx, mut jobs) = fdring::channel::<u64>(512)?;
+    /// let (mut replies, replies_rx) = fdring::channel::<u64>(512)?;
+    /// pool.add(jobs_tx, replies_rx)?;
+    /// while pool.try_send(1).is_ok() {}
+    /// replies.send(2)?; // a reply, not received yet
+    /// assert!(!pool.prepare_wait()?); // both ways: receive it now
+    /// assert!(pool.prepare_wait_to_send()?); // sending: armed, wait
+    /// jobs.recv()?; // the worker takes a job
+    /// assert!(!pool.prepare_wait_to_send()?); // room: send now
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait_to_send(&mut self) -> Result<bool, Error> {
+        self.jobs.prepare_wait()
+    }
+
+    /// Prepares to wait on the pool's fd to receive only, after a receive
+    /// returned `Empty` (which armed the replies already: this looks
+    /// again): `Ok(true)` if no reply is ready and every reply ring is
+    /// armed, whatever room the job rings have; `Ok(false)` to retry now.
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the kernel fails a call.
+    ///
+    /// ```
+    /// use fdring::topology::{Policy, Pool};
+    ///
+    /// let mut pool = Pool::<u64, u64>::new(Policy::RoundRobin)?;
+    /// let (jobs_tx, _jobs) = fdring::channel::<u64>(512)?;
+    /// let (mut replies, replies_rx) = fdring::channel::<u64>(512)?;
+    /// pool.add(jobs_tx, replies_rx)?;
+    /// assert!(!pool.prepare_wait()?); // both ways: a job can be sent now
+    /// assert!(pool.prepare_wait_to_recv()?); // receiving: armed, wait
+    /// replies.send(7)?;
+    /// assert!(!pool.prepare_wait_to_recv()?); // a reply: receive it now
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait_to_recv(&mut self) -> Result<bool, Error> {
+        self.replies.prepare_wait()
+    }
+
     /// Sleeps until a job can be sent or a reply received (or a worker
     /// left), or for `timeout` if given; returns at once if one can now.
     /// For a loop that both sends and receives: call it once both `try_`
