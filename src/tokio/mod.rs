@@ -179,14 +179,14 @@ impl<E: LoopEnd> Registered<E> {
         let mut guard: Option<AsyncFdReadyGuard<'_, OwnedFd>> = None;
         let mut attempts = 0;
         loop {
-            match op(&mut self.end) {
-                Err(Error::Empty | Error::Full) => {}
+            let would_block = match op(&mut self.end) {
+                Err(would_block @ (Error::Empty | Error::Full)) => would_block,
                 done => {
                     self.streak += 1;
                     return Poll::Ready(done);
                 }
-            }
-            if !self.end.arm()? {
+            };
+            if !self.end.arm_after(&would_block)? {
                 // Progress meanwhile, or the peer is gone: retry now. (A
                 // peer flooding the wake-up socket gets the task
                 // rescheduled instead of holding its worker.)
