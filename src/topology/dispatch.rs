@@ -459,6 +459,11 @@ impl<T: Pod> Dispatch<T> {
         Ok(self.lost.pop_front())
     }
 
+    /// The next member a send found gone, without looking for others.
+    pub(super) fn found_lost(&mut self) -> Option<Lost<T>> {
+        self.lost.pop_front()
+    }
+
     /// Retires the members whose fds had events and whose receiver is gone.
     fn reap(&mut self) -> Result<(), Error> {
         let mut news = Vec::new();

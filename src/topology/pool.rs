@@ -172,7 +172,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::try_send`].
     pub fn try_send(&mut self, job: J) -> Result<Key, Error> {
         let sent = self.jobs.try_send(job);
-        self.count_sent(sent.as_ref().ok().map(|_| 1))?;
+        self.count_sent(sent.as_ref().ok().map(|_| 1));
         sent
     }
 
@@ -183,7 +183,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::send`].
     pub fn send(&mut self, job: J) -> Result<Key, Error> {
         let sent = self.jobs.send(job);
-        self.count_sent(sent.as_ref().ok().map(|_| 1))?;
+        self.count_sent(sent.as_ref().ok().map(|_| 1));
         sent
     }
 
@@ -194,7 +194,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::send_timeout`].
     pub fn send_timeout(&mut self, job: J, timeout: Duration) -> Result<Key, Error> {
         let sent = self.jobs.send_timeout(job, timeout);
-        self.count_sent(sent.as_ref().ok().map(|_| 1))?;
+        self.count_sent(sent.as_ref().ok().map(|_| 1));
         sent
     }
 
@@ -212,7 +212,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
         F: FnOnce(Key, &mut [MaybeUninit<J>]) -> usize,
     {
         let sent = self.jobs.try_send_with(fill);
-        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64))?;
+        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64));
         sent
     }
 
@@ -230,17 +230,19 @@ impl<J: Pod, R: Pod> Pool<J, R> {
         F: FnOnce(Key, &mut [MaybeUninit<J>]) -> usize,
     {
         let sent = self.jobs.send_with(fill);
-        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64))?;
+        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64));
         sent
     }
 
-    /// Counts jobs sent, and takes in the workers a send found gone.
-    fn count_sent(&mut self, sent: Option<u64>) -> Result<(), Error> {
+    /// Counts jobs sent, and takes in the workers a send found gone
+    /// (without looking for others: that is an `epoll_wait`, which a send
+    /// that went through does not need; [`take_lost`](Self::take_lost)
+    /// looks).
+    fn count_sent(&mut self, sent: Option<u64>) {
         self.in_flight += sent.unwrap_or(0);
-        while let Some(lost) = self.jobs.take_lost()? {
+        while let Some(lost) = self.jobs.found_lost() {
             self.job_side_left(lost);
         }
-        Ok(())
     }
 
     /// The job side of a worker left: its loss is complete once its reply
@@ -391,7 +393,9 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// `Io` if the kernel fails a call.
     pub fn take_lost(&mut self) -> Result<Option<Lost<J>>, Error> {
         if self.lost.is_empty() {
-            self.count_sent(None)?;
+            while let Some(lost) = self.jobs.take_lost()? {
+                self.job_side_left(lost);
+            }
         }
         Ok(self.lost.pop_front())
     }
@@ -404,7 +408,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::wait_drained`].
     pub fn wait_drained(&mut self, timeout: Duration) -> Result<(), Error> {
         let drained = self.jobs.wait_drained(timeout);
-        self.count_sent(None)?;
+        self.count_sent(None);
         drained
     }
 
