@@ -598,6 +598,52 @@ fn mio_full_pool_send_arms_the_job_rings_while_a_reply_waits() {
     assert_eq!(pool.try_recv(), Ok(Next::Ready(worker, answer(0))));
 }
 
+/// `take_lost` between arming and polling (a loop that checks for lost
+/// members once it is blocked) looks at the members' events to find the
+/// dead ones: a live member's event must stay for the loop. A dispatch,
+/// and a pool's job side, full and armed; a receiver takes an item; then
+/// `take_lost` finds no loss, and the poll still reports the room.
+#[test]
+fn mio_take_lost_after_arming_keeps_the_wake_up_for_the_loop() {
+    let mut poll = Poll::new().expect("Poll");
+    let mut events = Events::with_capacity(4);
+
+    let mut dispatch = Dispatch::new(Policy::RoundRobin).expect("Dispatch");
+    let (tx, mut rx) = channel::<u64>(512).expect("channel");
+    dispatch.add(tx).expect("add");
+    poll.registry()
+        .register(&mut dispatch, DISPATCH, Interest::READABLE)
+        .expect("register");
+    while dispatch.try_send(1).is_ok() {}
+    assert_eq!(dispatch.try_or_arm(|d| d.try_send(2)), Err(Error::Full));
+    poll_for(&mut poll, &mut events, Duration::ZERO);
+    assert_eq!(rx.recv(), Ok(1), "room, and a wake-up");
+    assert_eq!(dispatch.take_lost(), Ok(None));
+    wait_for(
+        &mut poll,
+        &mut events,
+        DISPATCH,
+        NOTICE,
+        "room in the dispatch",
+    );
+    assert!(dispatch.try_send(2).is_ok());
+
+    let mut pool = Pool::<u64, u64>::new(Policy::RoundRobin).expect("Pool");
+    let (jobs_tx, mut jobs) = channel::<u64>(512).expect("channel");
+    let (_replies, replies_rx) = channel::<u64>(512).expect("channel");
+    pool.add(jobs_tx, replies_rx).expect("add");
+    poll.registry()
+        .register(&mut pool, POOL, Interest::READABLE)
+        .expect("register");
+    while pool.try_send(1).is_ok() {}
+    assert_eq!(pool.try_or_arm(|p| p.try_send(2)), Err(Error::Full));
+    poll_for(&mut poll, &mut events, Duration::ZERO);
+    assert_eq!(jobs.recv(), Ok(1), "room, and a wake-up");
+    assert_eq!(pool.take_lost(), Ok(None));
+    wait_for(&mut poll, &mut events, POOL, NOTICE, "room in the pool");
+    assert!(pool.try_send(2).is_ok());
+}
+
 /// Silent peers: a merge of 8 rings of an idle child (each watching the
 /// child's pidfd too) and a dispatch whose 2 receivers take nothing, both
 /// armed: the loop gets no event for 200 ms and uses no CPU. Then one
