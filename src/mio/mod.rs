@@ -415,8 +415,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! A frame merge, a dispatch and a pool, each in a loop: see their
-//! `Source` implementations below.
+//! A frame merge, a dispatch and a pool, each in a loop: see the `Source`
+//! implementations on [`Merge`], [`Dispatch`] and [`Pool`].
 //!
 //! # Rules
 //!
