@@ -37,7 +37,7 @@
 //! | [`handoff`] | moving the fds to another process |
 //! | [`service`] | unrelated processes finding each other by name, with access control and typed negotiation |
 //! | [`topology`] | many rings as one: fan-in ([`topology::Merge`]), fan-out and worker pools ([`topology::Dispatch`], [`topology::Pool`]), drain, and a dead worker's unread items given back |
-//! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: every end (items and frames) and a service's listener and connections as `mio` sources, and `AsyncSender` / `AsyncReceiver` / `AsyncFrameSender` / `AsyncFrameReceiver` / `AsyncListener` on tokio's `AsyncFd` |
+//! | `mio`, `tokio` | event-loop adapters, cargo features of the same names: every end (items and frames), a service's listener and connections, and the topologies (one registration each) as `mio` sources, and `AsyncSender` / `AsyncReceiver` / `AsyncFrameSender` / `AsyncFrameReceiver` / `AsyncListener` / `AsyncMerge` / `AsyncDispatch` / `AsyncPool` on tokio's `AsyncFd` |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -2,13 +2,16 @@
 //! [`AsyncReceiver`], the two ends of a ring awaited on tokio's
 //! [`AsyncFd`], and [`AsyncFrameSender`] and [`AsyncFrameReceiver`], the
 //! two ends of a ring of frames; [`AsyncListener`], a service's listener
-//! accepting clients (see [`crate::service`]) on the same reactor.
+//! accepting clients (see [`crate::service`]) on the same reactor; and
+//! [`AsyncMerge`], [`AsyncDispatch`] and [`AsyncPool`], the topologies of
+//! [`crate::topology`], each one registration for any number of rings
+//! ([Topologies](#topologies)).
 //!
-//! This module owns the readiness loop between an end and the tokio
-//! reactor, one loop for all four wrappers, and the listener's wait. It
-//! knows the public API of `channel`, `frame` and `service`, and tokio;
-//! nothing of the ring, the header or the wake-up protocol beyond
-//! `prepare_wait`.
+//! This module owns the readiness loop between an end (or a topology) and
+//! the tokio reactor, one loop for every wrapper, and the listener's
+//! wait. It knows the public API of `channel`, `frame`, `service` and
+//! `topology`, and tokio; nothing of the ring, the header or the wake-up
+//! protocol beyond `prepare_wait`.
 //!
 //! ```
 //! use fdring::tokio::{AsyncReceiver, AsyncSender};
@@ -63,6 +66,73 @@
 //! once (waking itself at once), so that the other tasks of its worker
 //! run too.
 //!
+//! # Topologies
+//!
+//! [`AsyncMerge`], [`AsyncDispatch`] and [`AsyncPool`] wrap a
+//! [`Merge`](crate::topology::Merge), a
+//! [`Dispatch`](crate::topology::Dispatch) or a
+//! [`Pool`](crate::topology::Pool) on the same loop as the ends: the fd
+//! registered is the topology's epoll instance, which watches every ring
+//! it serves (and their watched liveness), and a call waits only where
+//! the topology's `try_` call would block, after arming what that call
+//! lacked: a merge every source (its `try_` calls do that before they
+//! return `Empty`), a dispatch every member for room, a pool the
+//! direction of the call only (after `Full` its job rings, after `Empty`
+//! its reply rings; [`AsyncPool::wait`] both). The reactor then reports
+//! the fd readable when one of those rings has news. Inside, the topology
+//! keeps its fairness and its bookkeeping: a merge's sources take turns,
+//! each ends once with [`Next::Ended`](crate::topology::Next::Ended); a
+//! dispatch keeps what a dead member never read for
+//! [`take_lost`](crate::topology::Dispatch::take_lost).
+//!
+//! Four producers merged, and their items forwarded to three workers by
+//! one task:
+//!
+//! ```
+//! use fdring::topology::{Dispatch, Merge, Next, Policy};
+//! use fdring::tokio::{AsyncDispatch, AsyncMerge};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), fdring::Error> {
+//! let mut merge = Merge::new()?;
+//! for producer in 0..4u64 {
+//!     let (mut tx, rx) = fdring::channel::<u64>(1024)?;
+//!     merge.add(rx)?;
+//!     std::thread::spawn(move || {
+//!         for i in 0..10_000 {
+//!             tx.send(producer << 32 | i).unwrap();
+//!         }
+//!     });
+//! }
+//! let mut dispatch = Dispatch::new(Policy::LeastLoaded)?;
+//! let mut workers = Vec::new();
+//! for _ in 0..3 {
+//!     let (tx, mut rx) = fdring::channel::<u64>(512)?;
+//!     dispatch.add(tx)?;
+//!     workers.push(std::thread::spawn(move || rx.iter().count()));
+//! }
+//! let (mut merge, mut dispatch) = (AsyncMerge::new(merge)?, AsyncDispatch::new(dispatch)?);
+//! // Until every producer ended (`Disconnected`: no source left).
+//! while let Ok(next) = merge.recv().await {
+//!     if let Next::Ready(_producer, item) = next {
+//!         dispatch.send(item).await?;
+//!     }
+//! }
+//! drop(dispatch); // closes the workers' rings
+//! let forwarded: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+//! assert_eq!(forwarded, 40_000);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A merge's listener ([`Merge::listen`](crate::topology::Merge::listen))
+//! is served by the same calls: a client that has offered its ring joins
+//! within the call that finds its offer (taking the offer reads what the
+//! client has sent already, for at most the join timeout), and is then
+//! reported as [`Next::Joined`](crate::topology::Next::Joined). A client
+//! that connects and stays silent is dropped after its join timeout by
+//! the next call, not at that moment.
+//!
 //! # Cancel safety
 //!
 //! Nothing is taken out of the ring, or put into it, except in the poll
@@ -73,14 +143,19 @@
 //! `tokio::select!`) loses nothing and leaves the ring as it was; the end
 //! may stay armed, which costs at most one spurious wake-up. `send_slice`
 //! is the exception, as `AsyncWriteExt::write_all` is: a prefix of the
-//! slice may have been sent.
+//! slice may have been sent. The same holds for the topologies' calls,
+//! and for their news (a source ended, a client joined): a pending call
+//! holds none, and the next call gets it. [`AsyncPool::wait`] takes
+//! nothing.
 //!
 //! # Rules
 //!
 //! The ends must be created inside a tokio runtime with I/O enabled
 //! (`enable_io` or `enable_all`). Each wrapper keeps a duplicate of the
 //! end's wake-up socket (and of its liveness fd) registered with the
-//! reactor: one or two fds more per end.
+//! reactor: one or two fds more per end; a topology's wrapper, a
+//! duplicate of its epoll instance, one fd more whatever the number of
+//! rings.
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
@@ -100,16 +175,18 @@ use crate::Receiver;
 mod frames;
 mod items;
 mod service;
+mod topology;
 
 pub use frames::{AsyncFrameReceiver, AsyncFrameSender};
 pub use items::{AsyncReceiver, AsyncSender};
 pub use service::AsyncListener;
+pub use topology::{AsyncDispatch, AsyncMerge, AsyncPool};
 
 /// Ready results in a row after which a call yields to the scheduler
 /// once (tokio's own budget per task is 128 operations).
 const BUDGET: u32 = 128;
 
-/// An end and its registrations with the reactor.
+/// An end (or a topology) and its registrations with the reactor.
 struct Registered<E> {
     end: E,
     /// A duplicate of the end's wake-up socket: registering a descriptor
@@ -179,14 +256,14 @@ impl<E: LoopEnd> Registered<E> {
         let mut guard: Option<AsyncFdReadyGuard<'_, OwnedFd>> = None;
         let mut attempts = 0;
         loop {
-            match op(&mut self.end) {
-                Err(Error::Empty | Error::Full) => {}
+            let would_block = match op(&mut self.end) {
+                Err(would_block @ (Error::Empty | Error::Full)) => would_block,
                 done => {
                     self.streak += 1;
                     return Poll::Ready(done);
                 }
-            }
-            if !self.end.arm()? {
+            };
+            if !self.end.arm_after(&would_block)? {
                 // Progress meanwhile, or the peer is gone: retry now. (A
                 // peer flooding the wake-up socket gets the task
                 // rescheduled instead of holding its worker.)

@@ -459,18 +459,32 @@ impl<T: Pod> Dispatch<T> {
         Ok(self.lost.pop_front())
     }
 
-    /// The next member a call found gone, without looking for more.
-    pub(super) fn pop_lost(&mut self) -> Option<Lost<T>> {
+    /// The next member a send found gone, without looking for others.
+    pub(super) fn found_lost(&mut self) -> Option<Lost<T>> {
         self.lost.pop_front()
     }
 
     /// Retires the members whose fds had events and whose receiver is gone.
+    ///
+    /// The events of the others (room, after the dispatch was armed) are
+    /// not this call's: they are given back to the poller, or an event
+    /// loop that waits on the dispatch's fd after this call (a loop that
+    /// looks for lost members once its sends are `Full`) would never be
+    /// told of that room.
     fn reap(&mut self) -> Result<(), Error> {
         let mut news = Vec::new();
         self.poller.harvest(|k| news.push(Key(k)))?;
+        // A member's wake-up socket and liveness may both have had events.
+        news.sort_unstable();
+        news.dedup();
         for key in news {
-            if self.workers.get(key).is_some_and(|w| w.tx.is_abandoned()) {
+            let Some(worker) = self.workers.get(key) else {
+                continue;
+            };
+            if worker.tx.is_abandoned() {
                 self.retire(key, Error::Disconnected);
+            } else {
+                self.poller.requeue(worker.tx.as_fd(), key.get())?;
             }
         }
         Ok(())

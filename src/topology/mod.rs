@@ -19,7 +19,7 @@
 //! Each is [`AsFd`](std::os::fd::AsFd) (its epoll instance), readable when
 //! a `try_` call that returned `Empty` or `Full` may succeed: register it
 //! in an event loop as one fd (`mio::event::Source` with the `mio`
-//! feature, `AsyncMerge` with `tokio`).
+//! feature; `AsyncMerge`, `AsyncDispatch` and `AsyncPool` with `tokio`).
 //!
 //! ```
 //! use fdring::topology::{Merge, Next};

@@ -22,6 +22,11 @@ use crate::error::Error;
 /// next call (the edge is not lost: epoll keeps them).
 const EVENTS: usize = 256;
 
+/// Every fd is watched for input, a hang-up or an error, edge-triggered.
+const FLAGS: EventFlags = EventFlags::IN
+    .union(EventFlags::RDHUP)
+    .union(EventFlags::ET);
+
 pub(super) struct Poller {
     epoll: OwnedFd,
 }
@@ -35,9 +40,18 @@ impl Poller {
 
     /// Watches `fd` for input, a hang-up or an error, reported as `key`.
     pub(super) fn add(&self, fd: BorrowedFd<'_>, key: u64) -> Result<(), Error> {
-        let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
-        epoll::add(&self.epoll, fd, EventData::new_u64(key), flags)
+        epoll::add(&self.epoll, fd, EventData::new_u64(key), FLAGS)
             .map_err(|e| Error::io("adding an fd to the topology's epoll instance", e))
+    }
+
+    /// Gives back the event of `fd` (watched as `key`) that a
+    /// [`harvest`](Self::harvest) took and did not act on: epoll looks at
+    /// `fd` again, as when it was added, and if it is still ready queues
+    /// its event and wakes whoever waits on this poller's fd (an event
+    /// loop it is registered in). Nothing if it is not ready any more.
+    pub(super) fn requeue(&self, fd: BorrowedFd<'_>, key: u64) -> Result<(), Error> {
+        epoll::modify(&self.epoll, fd, EventData::new_u64(key), FLAGS)
+            .map_err(|e| Error::io("requeuing an event of the topology's epoll instance", e))
     }
 
     /// Stops watching `fd`. An fd that is not watched (or already closed)

@@ -172,7 +172,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::try_send`].
     pub fn try_send(&mut self, job: J) -> Result<Key, Error> {
         let sent = self.jobs.try_send(job);
-        self.count_sent(sent.as_ref().ok().map(|_| 1))?;
+        self.count_sent(sent.as_ref().ok().map(|_| 1));
         sent
     }
 
@@ -183,7 +183,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::send`].
     pub fn send(&mut self, job: J) -> Result<Key, Error> {
         let sent = self.jobs.send(job);
-        self.count_sent(sent.as_ref().ok().map(|_| 1))?;
+        self.count_sent(sent.as_ref().ok().map(|_| 1));
         sent
     }
 
@@ -194,7 +194,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::send_timeout`].
     pub fn send_timeout(&mut self, job: J, timeout: Duration) -> Result<Key, Error> {
         let sent = self.jobs.send_timeout(job, timeout);
-        self.count_sent(sent.as_ref().ok().map(|_| 1))?;
+        self.count_sent(sent.as_ref().ok().map(|_| 1));
         sent
     }
 
@@ -212,7 +212,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
         F: FnOnce(Key, &mut [MaybeUninit<J>]) -> usize,
     {
         let sent = self.jobs.try_send_with(fill);
-        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64))?;
+        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64));
         sent
     }
 
@@ -230,18 +230,19 @@ impl<J: Pod, R: Pod> Pool<J, R> {
         F: FnOnce(Key, &mut [MaybeUninit<J>]) -> usize,
     {
         let sent = self.jobs.send_with(fill);
-        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64))?;
+        self.count_sent(sent.as_ref().ok().map(|&(_, n)| n as u64));
         sent
     }
 
-    /// Counts jobs sent, and takes in the workers a send found gone (no
-    /// system call: a send must not pay one).
-    fn count_sent(&mut self, sent: Option<u64>) -> Result<(), Error> {
+    /// Counts jobs sent, and takes in the workers a send found gone
+    /// (without looking for others: that is an `epoll_wait`, which a send
+    /// that went through does not need; [`take_lost`](Self::take_lost)
+    /// looks).
+    fn count_sent(&mut self, sent: Option<u64>) {
         self.in_flight += sent.unwrap_or(0);
-        while let Some(lost) = self.jobs.pop_lost() {
+        while let Some(lost) = self.jobs.found_lost() {
             self.job_side_left(lost);
         }
-        Ok(())
     }
 
     /// The job side of a worker left: its loss is complete once its reply
@@ -409,7 +410,7 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// As for [`Dispatch::wait_drained`].
     pub fn wait_drained(&mut self, timeout: Duration) -> Result<(), Error> {
         let drained = self.jobs.wait_drained(timeout);
-        self.count_sent(None)?;
+        self.count_sent(None);
         drained
     }
 
@@ -424,6 +425,64 @@ impl<J: Pod, R: Pod> Pool<J, R> {
     /// `Io` if the kernel fails a call.
     pub fn prepare_wait(&mut self) -> Result<bool, Error> {
         Ok(self.replies.prepare_wait()? && self.jobs.prepare_wait()?)
+    }
+
+    /// Prepares to wait on the pool's fd to send only, after a `try_send`
+    /// call returned `Full`: arms every worker's job ring for room, and
+    /// leaves the replies alone (a reply waiting to be received does not
+    /// make this return `Ok(false)`, as it does
+    /// [`prepare_wait`](Self::prepare_wait)). `Ok(true)`: the fd becomes
+    /// readable when a worker has room or leaves; `Ok(false)`: one has,
+    /// retry now. The fd is the pool's one, so a reply ring armed before
+    /// may make it readable too: that costs a retry, nothing else.
+    ///
+    /// # Errors
+    ///
+    /// `Io` if a wake-up socket cannot be drained.
+    ///
+    /// ```
+    /// use fdring::topology::{Policy, Pool};
+    ///
+    /// let mut pool = Pool::<u64, u64>::new(Policy::RoundRobin)?;
+    /// let (jobs_tx, mut jobs) = fdring::channel::<u64>(512)?;
+    /// let (mut replies, replies_rx) = fdring::channel::<u64>(512)?;
+    /// pool.add(jobs_tx, replies_rx)?;
+    /// while pool.try_send(1).is_ok() {}
+    /// replies.send(2)?; // a reply, not received yet
+    /// assert!(!pool.prepare_wait()?); // both ways: receive it now
+    /// assert!(pool.prepare_wait_to_send()?); // sending: armed, wait
+    /// jobs.recv()?; // the worker takes a job
+    /// assert!(!pool.prepare_wait_to_send()?); // room: send now
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait_to_send(&mut self) -> Result<bool, Error> {
+        self.jobs.prepare_wait()
+    }
+
+    /// Prepares to wait on the pool's fd to receive only, after a receive
+    /// returned `Empty` (which armed the replies already: this looks
+    /// again): `Ok(true)` if no reply is ready and every reply ring is
+    /// armed, whatever room the job rings have; `Ok(false)` to retry now.
+    ///
+    /// # Errors
+    ///
+    /// `Io` if the kernel fails a call.
+    ///
+    /// ```
+    /// use fdring::topology::{Policy, Pool};
+    ///
+    /// let mut pool = Pool::<u64, u64>::new(Policy::RoundRobin)?;
+    /// let (jobs_tx, _jobs) = fdring::channel::<u64>(512)?;
+    /// let (mut replies, replies_rx) = fdring::channel::<u64>(512)?;
+    /// pool.add(jobs_tx, replies_rx)?;
+    /// assert!(!pool.prepare_wait()?); // both ways: a job can be sent now
+    /// assert!(pool.prepare_wait_to_recv()?); // receiving: armed, wait
+    /// replies.send(7)?;
+    /// assert!(!pool.prepare_wait_to_recv()?); // a reply: receive it now
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prepare_wait_to_recv(&mut self) -> Result<bool, Error> {
+        self.replies.prepare_wait()
     }
 
     /// Sleeps until a job can be sent or a reply received (or a worker

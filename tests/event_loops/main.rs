@@ -5,7 +5,9 @@
 //! one `mio::Poll`, cancellation of pending tokio futures without loss,
 //! `AsyncRead`/`AsyncWrite`, loops that use no CPU while idle, all of
 //! that for the frame ends too, and a service's listener served by the
-//! same loops as the rings of the clients it accepted.
+//! same loops as the rings of the clients it accepted; and the
+//! topologies (`Merge`, `Dispatch`, `Pool`), each one registration, in
+//! both runtimes.
 //!
 //! The children are this test binary run again (`child_entry`), with the
 //! rings inherited (`handoff::inherit`), or, for `service`, given only the
@@ -13,7 +15,8 @@
 //!
 //! One file per idea: `peers` (the child roles several tests share),
 //! `runtimes` (driving mio and tokio), `mio_readiness`, `fan_in`,
-//! `tokio_futures`, `membarrier`, `idle`, `frames` and `service`.
+//! `tokio_futures`, `membarrier`, `idle`, `frames`, `service` and
+//! `topology`.
 //!
 //! `FDRING_EDGE_CYCLES` sets the number of edge-triggered cycles (10^6 by
 //! default, for mio and for tokio).
@@ -32,6 +35,7 @@ mod peers;
 mod runtimes;
 mod service;
 mod tokio_futures;
+mod topology;
 
 use std::time::Duration;
 
@@ -69,6 +73,9 @@ fn child_entry() {
         "frames_idle_then_recv" => frames::role_frames_idle_then_recv(),
         "recv_frame_without_membarrier" => frames::role_recv_frame_without_membarrier(),
         "service_offer_receiver" => service::role_service_offer_receiver(),
+        "topo_producer" => topology::role_topo_producer(),
+        "topo_consumer" => topology::role_topo_consumer(),
+        "topo_pool_worker" => topology::role_topo_pool_worker(),
         other => panic!("unknown child role {other}"),
     }
 }

@@ -27,7 +27,7 @@ use fdring::{Builder, Error, Receiver, Rejection};
 use mio::{Events, Interest, Poll, Token};
 
 /// The service name a client connects to.
-const SERVICE_ENV: &str = "FDRING_TEST_SERVICE";
+pub(crate) const SERVICE_ENV: &str = "FDRING_TEST_SERVICE";
 
 /// How many clients stream to one loop.
 const CLIENTS: usize = 3;

@@ -3,12 +3,15 @@
 //! [`EventLoopExt`] gives their `try_` calls the contract of a
 //! non-blocking socket; a service's [`Listener`] and [`Connection`] are
 //! sources too, so that one loop serves new clients and their rings
-//! together ([Services](#services)).
+//! together ([Services](#services)); and so are the topologies, a
+//! [`Merge`], a [`Dispatch`] or a [`Pool`] of any number of rings under
+//! one token ([Topologies](#topologies)).
 //!
-//! This module owns the mapping from an end (or a listener, or a
-//! connection) to the fds an event loop watches. It knows the public API
-//! of `channel`, `frame` and `service`, and `mio`; nothing of the ring,
-//! the header or the wake-up protocol beyond `prepare_wait`.
+//! This module owns the mapping from an end (or a listener, a
+//! connection, a topology) to the fds an event loop watches. It knows the
+//! public API of `channel`, `frame`, `service` and `topology`, and `mio`;
+//! nothing of the ring, the header or the wake-up protocol beyond
+//! `prepare_wait`.
 //!
 //! # What an event means
 //!
@@ -319,7 +322,101 @@
 //! ```
 //!
 //! One loop serving many rings fairly bounds each ring's batch per turn,
-//! as `examples/fan_in.rs` does.
+//! as `examples/fan_in.rs` does, or lets a [`Merge`] do it
+//! ([Topologies](#topologies)).
+//!
+//! # Topologies
+//!
+//! A [`Merge`], a [`Dispatch`] or a [`Pool`] registers one fd: its epoll
+//! instance, which watches the wake-up socket of every ring it serves and
+//! their watched liveness. It is readable when one of them has news, so
+//! the contract is an end's, for the topology as a whole:
+//!
+//! 1. after an event (and once right after registering), call the
+//!    topology's `try_` calls until "would block": `Empty` for a merge
+//!    (and a pool's receives), `Full` for a dispatch (and a pool's
+//!    sends). Anything else (an item, [`Next::Ended`], [`Next::Joined`],
+//!    a key) is not "would block": go on calling;
+//! 2. "would block" must have armed. A merge's `try_` calls arm every
+//!    source before they return `Empty`; a dispatch's `Full` does not
+//!    arm, so send through [`EventLoopExt::try_or_arm`] (or call
+//!    [`Dispatch::prepare_wait`] and retry while it returns `Ok(false)`);
+//!    a pool's calls through `try_or_arm` arm the direction of the call
+//!    only: after `Full` the job rings, after `Empty` the reply rings.
+//!
+//! Inside, the topology does what a fair loop over many rings does by
+//! hand: it keeps the sources that still have work in a queue of its own
+//! (an edge-triggered poll reports nothing new for them), gives each its
+//! budget per turn, and ends and removes the sources whose producer left.
+//! So rings are added and removed while the topology is registered, under
+//! the one token, with nothing to re-register. A loop that stops calling
+//! before "would block" (to serve something else first) must come back
+//! without waiting for an event: the work left in the queue gets none. A
+//! client of a merge's listener ([`Merge::listen`]) that connects and
+//! stays silent is dropped after its join timeout by the next `try_`
+//! call, not at that moment: no event comes for a timeout.
+//!
+//! Eight rings, one token:
+//!
+//! ```
+//! use std::collections::HashMap;
+//!
+//! use fdring::topology::{Merge, Next};
+//! use fdring::Error;
+//! use mio::{Events, Interest, Poll, Token};
+//!
+//! const MERGE: Token = Token(0);
+//! const ITEMS: u64 = 10_000;
+//!
+//! let mut merge = Merge::new()?;
+//! for producer in 0..8u64 {
+//!     let (mut tx, rx) = fdring::channel::<u64>(1024)?;
+//!     merge.add(rx)?;
+//!     std::thread::spawn(move || {
+//!         for i in 0..ITEMS {
+//!             tx.send(producer << 32 | i).unwrap();
+//!         }
+//!         // Dropping `tx` closes the ring: the merge reports its end.
+//!     });
+//! }
+//! let mut poll = Poll::new()?;
+//! poll.registry().register(&mut merge, MERGE, Interest::READABLE)?;
+//! let mut events = Events::with_capacity(16);
+//! let mut next = HashMap::new(); // per source, the next item expected
+//! let mut ended = 0;
+//! 'serve: loop {
+//!     // Until "would block", which armed every source. Items may be there
+//!     // before the first event, so this runs before the first poll too.
+//!     loop {
+//!         let got = merge.try_recv_with(|key, items: &[u64]| {
+//!             for &item in items {
+//!                 let next = next.entry(key).or_insert(0);
+//!                 assert_eq!(item & 0xffff_ffff, *next);
+//!                 *next += 1;
+//!             }
+//!             items.len()
+//!         });
+//!         match got {
+//!             Ok(Next::Ready(_key, _count)) => {}
+//!             Ok(Next::Ended(_key, _why)) => ended += 1,
+//!             Ok(_) => {} // news of a listener: none here
+//!             Err(Error::Empty) => break,
+//!             // No source left, and none can join.
+//!             Err(Error::Disconnected) => break 'serve,
+//!             Err(e) => return Err(e.into()),
+//!         }
+//!     }
+//!     // With other sources registered, look at `event.token()`: on
+//!     // `MERGE`, run the loop above.
+//!     poll.poll(&mut events, fdring::poll_timeout())?;
+//! }
+//! assert_eq!(ended, 8);
+//! assert!(next.values().all(|&n| n == ITEMS));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A frame merge, a dispatch and a pool, each in a loop: see the `Source`
+//! implementations on [`Merge`], [`Dispatch`] and [`Pool`].
 //!
 //! # Rules
 //!
@@ -339,17 +436,23 @@ use ::mio::{Interest, Registry, Token};
 use bytemuck::Pod;
 
 use crate::event_loop::{LoopEnd, MAX_ATTEMPTS};
-use crate::service::{Connection, Listener};
 use crate::{Error, FrameReceiver, FrameSender, Receiver, Sender};
 // Named in the documentation only.
 #[cfg(doc)]
-use crate::{service::Access, Liveness};
+use crate::{
+    service::{Access, Connection, Listener},
+    topology::{Dispatch, Merge, Next, Pool},
+    Liveness,
+};
+
+mod service;
 
 /// The non-blocking-socket contract for the `try_` calls of an end served
 /// from an event loop: "would block" arms.
 ///
 /// Implemented for [`Sender`], [`Receiver`], [`FrameSender`] and
-/// [`FrameReceiver`]; sealed.
+/// [`FrameReceiver`], and for the topologies [`Merge`], [`Dispatch`] and
+/// [`Pool`]; sealed.
 pub trait EventLoopExt: sealed::Sealed {
     /// Runs `op`, a `try_` call on this end; if it returns `Empty` or
     /// `Full`, arms the end with `prepare_wait` and returns that error, or,
@@ -362,7 +465,10 @@ pub trait EventLoopExt: sealed::Sealed {
     /// A [`FrameSender`] arms for room for the frame `op` had no room for
     /// ([`FrameSender::prepare_wait`] with that frame's length), so `op`
     /// may send frames of any length; a [`FrameReceiver`] arms for the
-    /// next frame.
+    /// next frame. A topology arms every ring it serves, in the direction
+    /// of `op`'s "would block" for a [`Pool`]: after `Full` its job rings
+    /// ([`Pool::prepare_wait_to_send`]), after `Empty` its reply rings
+    /// ([`Pool::prepare_wait_to_recv`]).
     ///
     /// A peer that floods the wake-up socket can keep `prepare_wait`
     /// returning `Ok(false)`; after a few attempts this call then returns
@@ -424,7 +530,7 @@ fn try_or_arm<E: LoopEnd, R>(
         match op(end) {
             Err(would_block @ (Error::Empty | Error::Full)) => {
                 attempts += 1;
-                if end.arm()? || attempts >= MAX_ATTEMPTS {
+                if end.arm_after(&would_block)? || attempts >= MAX_ATTEMPTS {
                     return Err(would_block);
                 }
             }
@@ -487,7 +593,7 @@ fn deregister(registry: &Registry, end: &impl LoopEnd) -> io::Result<()> {
 /// readable whatever the `interests`) and gives it [`EventLoopExt`]: the
 /// same registrations and the same contract for every end.
 macro_rules! loop_end {
-    ($(#[$doc:meta])* impl<$($param:ident: $bound:ident),*> for $end:ty) => {
+    ($(#[$doc:meta])* impl<$($param:ident: $bound:path),*> for $end:ty) => {
         $(#[$doc])*
         impl<$($param: $bound),*> Source for $end {
             fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
@@ -516,6 +622,9 @@ macro_rules! loop_end {
     };
 }
 
+// Declared after `loop_end!`, which it uses.
+mod topology;
+
 loop_end! {
     /// Registers the sender's wake-up socket and its watched liveness, for
     /// readable whatever `interests` says: an event means "retry", see the
@@ -543,94 +652,4 @@ loop_end! {
     /// liveness, for readable, as a [`Receiver`]'s: an event means "retry",
     /// see the [module documentation](self#frames).
     impl<> for FrameReceiver
-}
-
-/// Registers the listening socket, for readable whatever `interests` says:
-/// an event means "clients wait". After each event call
-/// [`Listener::try_accept`] until it returns `Ok(None)`; a
-/// `Rejected(PeerNotAllowed)` or `Disconnected` from it is about one
-/// client, go on. See the [module documentation](self#services).
-///
-/// ```
-/// use fdring::service::Listener;
-/// use mio::{Events, Interest, Poll, Token};
-///
-/// # let name = &format!("doc-mio-listener-{}", std::process::id());
-/// let mut listener = Listener::bind(name)?;
-/// let client = std::thread::spawn({
-///     let name = name.clone();
-///     move || fdring::service::connect(&name).map(|_| ())
-/// });
-/// let mut poll = Poll::new()?;
-/// poll.registry().register(&mut listener, Token(0), Interest::READABLE)?;
-/// let mut events = Events::with_capacity(4);
-/// let mut accepted = 0;
-/// while accepted == 0 {
-///     poll.poll(&mut events, None)?;
-///     while let Some(connection) = listener.try_accept()? {
-///         assert_eq!(connection.peer().pid, std::process::id());
-///         accepted += 1;
-///     }
-/// }
-/// client.join().unwrap()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-impl Source for Listener {
-    fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        SourceFd(&self.as_fd().as_raw_fd()).register(registry, token, Interest::READABLE)
-    }
-
-    fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        SourceFd(&self.as_fd().as_raw_fd()).reregister(registry, token, Interest::READABLE)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        SourceFd(&self.as_fd().as_raw_fd()).deregister(registry)
-    }
-}
-
-/// Registers the connection's socket, for readable whatever `interests`
-/// says: an event means the peer's next message is there, or the peer
-/// hung up, so that a `take_` call ([`Connection::take_receiver`] and the
-/// like) made then does not wait. See the
-/// [module documentation](self#services).
-///
-/// ```
-/// use fdring::service::{self, Listener};
-/// use fdring::Builder;
-/// use mio::{Events, Interest, Poll, Token};
-///
-/// # let name = &format!("doc-mio-connection-{}", std::process::id());
-/// let listener = Listener::bind(name)?;
-/// let client = std::thread::spawn({
-///     let name = name.clone();
-///     move || -> Result<(), fdring::Error> {
-///         let mut connection = service::connect(&name)?;
-///         connection.offer_receiver::<u32>(&Builder::new().capacity(512))?.send(7)
-///     }
-/// });
-/// let mut connection = listener.accept()?;
-/// let mut poll = Poll::new()?;
-/// poll.registry().register(&mut connection, Token(1), Interest::READABLE)?;
-/// let mut events = Events::with_capacity(4);
-/// poll.poll(&mut events, None)?;
-/// // The offer is there: taking it does not wait.
-/// let mut rx = connection.take_receiver::<u32>(&Builder::new())?;
-/// poll.registry().deregister(&mut connection)?;
-/// assert_eq!(rx.recv()?, 7);
-/// client.join().unwrap()?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-impl Source for Connection {
-    fn register(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        SourceFd(&self.as_fd().as_raw_fd()).register(registry, token, Interest::READABLE)
-    }
-
-    fn reregister(&mut self, registry: &Registry, token: Token, _: Interest) -> io::Result<()> {
-        SourceFd(&self.as_fd().as_raw_fd()).reregister(registry, token, Interest::READABLE)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        SourceFd(&self.as_fd().as_raw_fd()).deregister(registry)
-    }
 }
