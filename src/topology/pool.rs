@@ -326,6 +326,44 @@ impl<J: Pod, R: Pod> Pool<J, R> {
         self.settle(next, |&n| n as u64)
     }
 
+    /// Lends the ready replies of one worker, as
+    /// [`Merge::recv_with_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Merge::recv_with_timeout`].
+    ///
+    /// # Panics
+    ///
+    /// As for [`Merge::try_recv_with`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fdring::topology::{Policy, Pool};
+    ///
+    /// let mut pool = Pool::<u64, u64>::new(Policy::RoundRobin)?;
+    /// let (jobs, _worker_jobs) = fdring::channel::<u64>(512)?;
+    /// let (_worker_replies, replies) = fdring::channel::<u64>(512)?;
+    /// pool.add(jobs, replies)?;
+    /// let waited = pool.recv_with_timeout(Duration::from_millis(10), |_, replies| replies.len());
+    /// assert_eq!(waited, Err(fdring::Error::Timeout));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn recv_with_timeout<F>(
+        &mut self,
+        timeout: Duration,
+        mut consume: F,
+    ) -> Result<Next<usize>, Error>
+    where
+        F: FnMut(Key, &[R]) -> usize,
+    {
+        let by_reply = &self.by_reply;
+        let next = self.replies.recv_with_timeout(timeout, |reply, items| {
+            consume(by_reply.get(&reply).copied().unwrap_or(reply), items)
+        });
+        self.settle(next, |&n| n as u64)
+    }
+
     /// Renames a delivery of the replies' merge to the worker's key,
     /// counts replies (`count` of what was delivered), and completes the
     /// loss of a worker whose reply side ended.
