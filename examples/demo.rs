@@ -35,6 +35,10 @@ use std::time::Instant;
 
 use fdring::{handoff, Receiver, Sender};
 
+#[path = "support/json.rs"]
+mod json;
+use json::json_string;
+
 /// Sequence numbers streamed through the `u64` ring.
 const ITEMS: u64 = 1 << 28;
 /// Capacity of the `u64` ring in items (512 KiB).
@@ -482,20 +486,4 @@ fn pattern() -> Vec<u8> {
 fn record_body(pattern: &[u8], index: usize, len: usize) -> &[u8] {
     let start = index.wrapping_mul(131) % PERIOD;
     &pattern[start..start + len]
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

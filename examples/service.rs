@@ -53,6 +53,10 @@ use bytemuck::{Pod, Zeroable};
 use fdring::service::{self, Access, Connection, Listener};
 use fdring::{Builder, Receiver, Rejection, Sender};
 
+#[path = "support/json.rs"]
+mod json;
+use json::json_string;
+
 /// Items per stream unless `--items` says otherwise.
 const ITEMS: u64 = 100_000_000;
 /// The largest `u64` ring a stream uses (512 KiB); smaller streams get a
@@ -954,20 +958,4 @@ fn field<'a>(lines: &'a [String], kind: &str, key: &str) -> Option<&'a str> {
         .iter()
         .find(|line| line.split_whitespace().next() == Some(kind))
         .and_then(|line| value_of(line, key))
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

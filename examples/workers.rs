@@ -49,6 +49,10 @@ use bytemuck::Zeroable;
 use fdring::topology::{Key, Lost, Next, Policy, Pool};
 use fdring::{handoff, Receiver, Sender};
 
+#[path = "support/json.rs"]
+mod json;
+use json::json_string;
+
 /// A job: the integer square root of `value`.
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
@@ -591,20 +595,4 @@ fn worker() -> AnyResult<()> {
         }));
         replies.send_slice(&answers)?;
     }
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
