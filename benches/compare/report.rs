@@ -68,7 +68,7 @@ pub fn print_row(r: &Row) {
         Some(Paired {
             spread: [median, min, max],
             ..
-        }) => (format!("{median:.2}"), format!("{min:.2}–{max:.2}")),
+        }) => (num(*median), format!("{}–{}", num(*min), num(*max))),
         None => (String::from("—"), String::new()),
     };
     println!(
