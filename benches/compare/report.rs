@@ -39,7 +39,7 @@ pub fn num(x: f64) -> String {
 /// One line of the table, its header included.
 fn line(cells: [&str; 7]) -> String {
     let [case, contender, median, range, unit, ratio, ratio_range] = cells;
-    let line = format!("{case:<18} {contender:<18} {median:>9} {range:>17} {unit:<17} {ratio:>6} {ratio_range:>11}");
+    let line = format!("{case:<18} {contender:<18} {median:>9} {range:>17} {unit:<17} {ratio:>6} {ratio_range:>12}");
     line.trim_end().to_owned()
 }
 
