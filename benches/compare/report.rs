@@ -207,11 +207,12 @@ fn print_rounds(
             } else {
                 format!("below 1/{SLOW_FACTOR} of its median")
             };
-            let _ = write!(s, "; slow, by {judge} {worse}: {}", which.len());
+            let _ = write!(s, "; slow rounds ({judge} {worse}): {}", which.len());
             if !which.is_empty() {
-                let _ = write!(s, " (round {}), left out of the ratios", which.join(", "));
+                let _ = write!(s, " (#{}), left out of the ratios", which.join(", #"));
             }
         }
+        None if case.contenders.len() > 1 => s.push_str("; no ratio: fdring and the floor failed"),
         _ => s.push_str("; one contender, no ratio"),
     }
     println!("{s}");
