@@ -139,7 +139,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "pingpong_block",
             cfg: Cfg {
-                n: q(2_000, 10_000),
+                n: q(1_000, 10_000),
                 spin: Duration::ZERO,
                 ..base
             },
