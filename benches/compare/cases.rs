@@ -67,7 +67,10 @@ pub fn cases(quick: bool) -> Vec<Case> {
     let mut cases = vec![
         Case {
             name: "stream_u64_batch",
-            cfg: Cfg { n: 1 << 27, ..base },
+            cfg: Cfg {
+                n: q(1 << 25, 1 << 27),
+                ..base
+            },
             metrics: &[GBPS],
             contenders: vec![
                 ("fdring", |c| {
@@ -91,7 +94,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "stream_u64_single",
             cfg: Cfg {
-                n: q(1 << 23, 1 << 26),
+                n: q(1 << 21, 1 << 24),
                 chunk: 1,
                 ..base
             },
@@ -121,7 +124,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "pingpong_spin",
             cfg: Cfg {
-                n: q(1_000_000, 5_000_000),
+                n: q(200_000, 1_000_000),
                 busy: true,
                 ..base
             },
@@ -136,7 +139,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "pingpong_block",
             cfg: Cfg {
-                n: q(5_000, 50_000),
+                n: q(1_000, 10_000),
                 spin: Duration::ZERO,
                 ..base
             },
@@ -164,7 +167,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "frames_video",
             cfg: Cfg {
-                n: q(60, 300),
+                n: q(30, 120),
                 wpm: FRAME_WORDS as u64,
                 chunk: FRAME_WORDS,
                 ..base
@@ -188,7 +191,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "wakeups",
             cfg: Cfg {
-                n: 10_000_000,
+                n: q(2_000_000, 10_000_000),
                 burst: BURST,
                 ..base
             },
@@ -215,7 +218,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "many_rings",
             cfg: Cfg {
-                n: q(1 << 26, 1 << 27),
+                n: q(1 << 25, 1 << 26),
                 chunk: MANY_BATCH,
                 ..base
             },
@@ -232,7 +235,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "fan_in_8",
             cfg: Cfg {
-                n: q(1 << 27, 1 << 28),
+                n: q(1 << 25, 1 << 27),
                 ..base
             },
             metrics: &[GBPS],
@@ -248,7 +251,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         Case {
             name: "worker_pool_4",
             cfg: Cfg {
-                n: q(1 << 24, 1 << 26),
+                n: q(1 << 22, 1 << 24),
                 chunk: POOL_BATCH,
                 ..base
             },

@@ -246,7 +246,7 @@ pub fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
             // `frames_video`, with fdring's frame layer as "fdring": a ring
             // of four frame records (`FrameSender::capacity_for`).
             name: "frames_layer_video",
-            cfg: frames(FRAME_WORDS, q(60, 300)),
+            cfg: frames(FRAME_WORDS, q(30, 120)),
             metrics: &[GBPS],
             contenders: with_video_peers(vec![
                 ("fdring", |c| {
@@ -261,7 +261,7 @@ pub fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
         },
         sized(
             "frames_1k",
-            frames(1024 / 8, q(1 << 18, 1 << 20)),
+            frames(1024 / 8, q(1 << 16, 1 << 18)),
             FRAMES_1K_GOALS,
         ),
         // At 64 KiB the floor itself is only about 1.4x a SEQPACKET socket
@@ -269,7 +269,7 @@ pub fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
         // ahead; the floor is the real target.
         sized(
             "frames_64k",
-            frames(65536 / 8, q(1 << 13, 1 << 15)),
+            frames(65536 / 8, q(1 << 11, 1 << 13)),
             FRAMES_64K_GOALS,
         ),
     ]

@@ -3,16 +3,25 @@
 //! `shared/BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo bench --bench compare -- [--quick] [--json FILE] [--case NAME] [--plot DIR]
+//! cargo bench --bench compare -- [--quick] [--rounds N] [--json FILE] [--case NAME] [--plot DIR]
 //! ```
 //!
 //! Every contender moves 64-bit sequence numbers (frames are runs of them),
 //! and the receiving side checks every one it gets: a contender that moves
-//! wrong data is reported FAILED, not timed. Contenders run interleaved
-//! round by round (A B C A B C ...), and the table quotes the median. Two
-//! processes are this binary run again with `--role NAME`: the parent (core
-//! 0) produces, pings or connects, the child (core 1) consumes, pongs or
-//! listens, and fdring's fds reach it through `handoff::inherit` as in
+//! wrong data is reported FAILED, not timed. A case runs in rounds (15 with
+//! `--quick`, 25 without), each short, and each round runs every contender
+//! of the case back to back (A B C A B C ...). The table quotes each
+//! contender's median over the rounds, and the headline ratio is *paired*:
+//! the median over rounds of fdring ÷ contender within the same round, in
+//! the row's unit (the goals read the case's first unit). A round in which the case's floor (its first
+//! contender named "floor ...", or fdring in a case with no floor) did
+//! worse than half its own median is a slow phase of the machine: it stays
+//! in the JSON lists but not in the ratio, and the line under the case
+//! counts them.
+//!
+//! Two processes are this binary run again with `--role NAME`: the parent
+//! (core 0) produces, pings or connects, the child (core 1) consumes, pongs
+//! or listens, and fdring's fds reach it through `handoff::inherit` as in
 //! `examples/demo.rs`.
 //! Thread-only peers run between two threads pinned the same way, and so
 //! does fdring next to them ("fdring/threads"). In the topologies'
@@ -23,6 +32,23 @@
 //! sleeps on its wake-up socket as its floor sleeps on an eventfd; "fdring spin 20µs" is the
 //! default. In `frames_video`, "fdring/mlock" locks (and so pre-faults) both
 //! mappings, which shows what first-touch page faults cost the default.
+//!
+//! `--json FILE` writes one JSON object per line and row:
+//!
+//! | field | what |
+//! |---|---|
+//! | `case`, `contender`, `unit` | the row |
+//! | `median`, `min`, `max` | the contender's own values over the rounds |
+//! | `ratio_vs_fdring`, `ratio_min`, `ratio_max` | the paired ratio: median, min and max over the rounds that were not slow of fdring ÷ contender in that round (`null` in a case of one contender, or if either side failed) |
+//! | `rounds` | how many rounds the case ran |
+//! | `values` | the contender's value in each round, in order |
+//! | `ratios` | fdring ÷ contender in each round, slow or not (only in rows with a paired ratio) |
+//! | `slow` | parallel to `ratios`: `true` for a round that was a slow phase, left out of `ratio_vs_fdring` |
+//! | `slow_judged_by` | the contender whose `values` (in the case's first unit) judged the slow rounds |
+//! | `failed` | why the row failed, if it did |
+//!
+//! fdring's counters (`allocs/msg`, `wake-ups/msg`) are rows too: `median`,
+//! `min` and `max` are all the most of any round, and `values` each round's.
 //!
 //! The bench is split by idea, one module each:
 //!
@@ -42,7 +68,9 @@
 //! | `connect` | `connect_latency`: a service found by name, to the first item |
 //! | `frames` | the frame layer and its peers, and the frame cases |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
-//! | `report` | running a case round by round, the table, the goals, JSON |
+//! | `report` | running a case round by round, the table, the goals |
+//! | `json` | the rows of `--json` |
+//! | `paired` | the paired ratio: per-round ratios, slow phases, their median |
 //! | `plots` | the SVG charts of `--plot` |
 
 use std::process::ExitCode;
@@ -59,8 +87,10 @@ mod fan_in;
 mod fleet;
 mod floors;
 mod frames;
+mod json;
 mod many_rings;
 mod ours;
+mod paired;
 mod peers;
 mod plots;
 mod process;
@@ -70,10 +100,11 @@ mod worker_pool;
 
 use cases::cases;
 use child::child_main;
+use json::json_row;
 use many_rings::{evented, MANY_BATCH, MANY_CAP, MANY_RINGS};
 use plots::plot;
 use process::{pin, PEER_CORE};
-use report::{goals, json_row, machine, print_row, run_case};
+use report::{goals, machine, print_header, print_row, run_case};
 
 /// What every contender returns.
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -104,7 +135,8 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("--role") {
         return child_main(&args[1..]);
     }
-    let (mut quick, mut json, mut only, mut plot_dir) = (false, None, None, None);
+    let (mut quick, mut json, mut only, mut plot_dir, mut rounds) =
+        (false, None, None, None, None::<usize>);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -112,18 +144,21 @@ fn main() -> ExitCode {
             "--json" => json = it.next().cloned(),
             "--case" => only = it.next().cloned(),
             "--plot" => plot_dir = it.next().cloned(),
+            "--rounds" => rounds = it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0),
             "--bench" => {}
             _ => {
-                eprintln!("usage: compare [--quick] [--json FILE] [--case NAME] [--plot DIR]");
+                eprintln!(
+                    "usage: compare [--quick] [--rounds N] [--json FILE] [--case NAME] [--plot DIR]"
+                );
                 return ExitCode::from(2);
             }
         }
     }
-    let rounds = if quick { 5 } else { 9 };
+    let rounds = rounds.unwrap_or(if quick { 15 } else { 25 });
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     PEER_CORE.store(usize::from(nproc > 1), Ordering::Relaxed);
     println!(
-        "fdring compare{}: {rounds} rounds, contenders interleaved round by round, medians",
+        "fdring compare{}: {rounds} rounds a case, each running the case's contenders back to back",
         if quick { " --quick" } else { "" }
     );
     println!("machine: {}", machine());
@@ -132,7 +167,9 @@ fn main() -> ExitCode {
         "cores: parent (producer, pinger) on core 0, child process or second thread (consumer, ponger) on core {}",
         PEER_CORE.load(Ordering::Relaxed)
     );
-    println!("ratio = fdring ÷ contender in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT or per connection: < 1 fdring is faster)");
+    println!("median, min–max: the contender's own, over the rounds");
+    println!("ratio, min–max: paired, the median over rounds of fdring ÷ contender in the same round, in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT or per connection: < 1 fdring is faster)");
+    println!("slow round: the case's floor (or fdring, in a case with no floor) worse than half its own median; listed under the case and left out of its ratios");
     if only.as_ref().map_or(true, |o| o == "many_rings") {
         println!(
             "many_rings: {MANY_RINGS} rings of {MANY_CAP} u64, at most {MANY_BATCH} items per ring per turn, through {}",
@@ -156,10 +193,7 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!(
-        "{:<18} {:<18} {:>9} {:>17} {:<17} {:>5}",
-        "case", "contender", "median", "min–max", "unit", "ratio"
-    );
+    print_header();
     if let Some(name) = only.as_deref() {
         if !cases.iter().any(|c| c.name == name) {
             eprintln!("no case {name}");
@@ -179,10 +213,7 @@ fn main() -> ExitCode {
     println!("\ngoals (BENCHMARKS.md, unless marked):");
     verdicts.iter().for_each(|v| println!("{v}"));
     println!("\nfdring's counters, the most of any round, both sides (allocations counted from each side's start to its end):");
-    for r in rows
-        .iter()
-        .filter(|r| r.ratio.is_none() && r.unit.ends_with("/msg"))
-    {
+    for r in rows.iter().filter(|r| r.unit.ends_with("/msg")) {
         print_row(r);
     }
     println!("\nwhole report: {:.1} s", started.elapsed().as_secs_f64());

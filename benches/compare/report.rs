@@ -1,30 +1,29 @@
 //! The report: runs a case's contenders round by round, and prints the
-//! table, the goals' verdicts and the JSON rows.
+//! table and the goals' verdicts (the JSON rows are `json`'s).
 
 use std::fmt::Write as _;
 use std::process::Command;
+use std::time::Instant;
 
 use crate::cases::{Case, OWN_GOALS};
-use crate::process::Run;
+use crate::paired::{judge, lower_is_better, pair, slow_rounds, spread, Paired, SLOW_FACTOR};
+use crate::process::{Cfg, Run};
 
 pub struct Row {
     pub case: &'static str,
     pub contender: &'static str,
     pub unit: &'static str,
-    /// Median, min, max; or why the row failed.
+    /// Median, min, max of the contender's own values; or why the row failed.
     pub values: Result<[f64; 3], String>,
-    pub ratio: Option<f64>,
-}
-
-pub fn spread(mut v: Vec<f64>) -> [f64; 3] {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    let median = if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    };
-    [median, v[0], v[v.len() - 1]]
+    /// The contender's value in each round (empty if it failed).
+    pub per_round: Vec<f64>,
+    /// The rounds the case ran.
+    pub rounds: usize,
+    /// The contender whose rounds judged the case's slow phases.
+    pub judge: Option<&'static str>,
+    /// fdring ÷ this contender, round by round; `None` for fdring's
+    /// counters, in a case of one contender, or if either side failed.
+    pub paired: Option<Paired>,
 }
 
 pub fn num(x: f64) -> String {
@@ -37,21 +36,60 @@ pub fn num(x: f64) -> String {
     }
 }
 
+/// One line of the table, its header included.
+fn line(cells: [&str; 7]) -> String {
+    let [case, contender, median, range, unit, ratio, ratio_range] = cells;
+    let line = format!("{case:<18} {contender:<18} {median:>9} {range:>17} {unit:<17} {ratio:>6} {ratio_range:>12}");
+    line.trim_end().to_owned()
+}
+
+pub fn print_header() {
+    println!(
+        "{}",
+        line([
+            "case",
+            "contender",
+            "median",
+            "min–max",
+            "unit",
+            "ratio",
+            "min–max"
+        ])
+    );
+}
+
 pub fn print_row(r: &Row) {
     let (median, range) = match &r.values {
         Ok([median, min, max]) if min == max => (num(*median), String::new()),
         Ok([median, min, max]) => (num(*median), format!("{}–{}", num(*min), num(*max))),
         Err(e) => (String::from("FAILED"), e.clone()),
     };
-    let ratio = r.ratio.map_or(String::from("—"), |x| format!("{x:.2}"));
+    let (ratio, ratio_range) = match &r.paired {
+        Some(Paired {
+            spread: [median, min, max],
+            ..
+        }) => (num(*median), format!("{}–{}", num(*min), num(*max))),
+        None => (String::from("—"), String::new()),
+    };
     println!(
-        "{:<18} {:<18} {:>9} {:>17} {:<17} {:>5}",
-        r.case, r.contender, median, range, r.unit, ratio
+        "{}",
+        line([
+            r.case,
+            r.contender,
+            &median,
+            &range,
+            r.unit,
+            &ratio,
+            &ratio_range
+        ])
     );
 }
 
-/// Runs a case's contenders round by round; returns its rows.
+/// Runs a case's contenders round by round, each round every contender
+/// back to back; prints its rows and a line on its rounds; returns its
+/// rows, fdring's counters last.
 pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
+    let started = Instant::now();
     let mut runs: Vec<Result<Vec<Run>, String>> = vec![Ok(Vec::new()); case.contenders.len()];
     for _ in 0..rounds {
         for ((_, contender), runs) in case.contenders.iter().zip(&mut runs) {
@@ -63,45 +101,72 @@ pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
             }
         }
     }
+    let (wall, timed) = (
+        started.elapsed().as_secs_f64(),
+        runs.iter().flatten().flatten().map(|r| r.secs).sum::<f64>(),
+    );
+    let names = case.contenders.iter().map(|(name, _)| *name);
+    let measured = |i: &usize| runs[*i].is_ok();
+    let fdring = names
+        .clone()
+        .position(|name| name == "fdring")
+        .filter(measured);
+    let per_round = |i: usize, metric: fn(&Cfg, &Run) -> f64| match &runs[i] {
+        Ok(list) => list.iter().map(|r| metric(&case.cfg, r)).collect(),
+        Err(_) => Vec::new(),
+    };
+    // Slow phases are judged once per case, in its first metric; by fdring
+    // if the floor failed.
+    let (first_unit, first_metric) = case.metrics[0];
+    let judge = judge(names).filter(measured).or(fdring);
+    let slow = judge.map_or_else(Vec::new, |i| {
+        slow_rounds(&per_round(i, first_metric), first_unit)
+    });
+    let judge = judge.map(|i| case.contenders[i].0);
     let mut rows = Vec::new();
-    for (unit, metric) in case.metrics {
-        let values = |runs: &Result<Vec<Run>, String>| match runs {
-            Ok(list) => Ok(spread(list.iter().map(|r| metric(&case.cfg, r)).collect())),
-            Err(e) => Err(e.clone()),
-        };
-        let fdring = case
-            .contenders
-            .iter()
-            .position(|(name, _)| *name == "fdring");
-        let reference = fdring.and_then(|i| values(&runs[i]).ok()).map(|v| v[0]);
-        for ((name, _), runs) in case.contenders.iter().zip(&runs) {
-            let values = values(runs);
-            let ratio = match (&values, reference) {
-                (Ok(v), Some(f)) if case.contenders.len() > 1 => Some(f / v[0]),
+    for &(unit, metric) in case.metrics {
+        let reference = fdring.map(|i| per_round(i, metric));
+        for (i, ((name, _), runs)) in case.contenders.iter().zip(&runs).enumerate() {
+            let mine = per_round(i, metric);
+            let paired = match &reference {
+                Some(f) if case.contenders.len() > 1 && !mine.is_empty() => pair(f, &mine, &slow),
                 _ => None,
             };
             rows.push(Row {
                 case: case.name,
                 contender: name,
                 unit,
-                values,
-                ratio,
+                values: runs
+                    .as_ref()
+                    .map(|_| spread(mine.clone()))
+                    .map_err(Clone::clone),
+                per_round: mine,
+                rounds,
+                judge,
+                paired,
             });
         }
     }
     rows.iter().for_each(print_row);
+    print_rounds(
+        case,
+        rounds,
+        [wall, timed],
+        judge.zip(Some(first_unit)),
+        &slow,
+    );
     // fdring's own counters, per message: the most of any round.
     for ((name, _), runs) in case.contenders.iter().zip(&runs) {
         let Ok(list) = runs else { continue };
         if !name.starts_with("fdring") {
             continue;
         }
-        let per = |f: fn(&Run) -> u64| {
+        let per = |f: fn(&Run) -> u64| -> Vec<f64> {
             list.iter()
                 .map(|r| f(r) as f64 / case.cfg.n as f64)
-                .fold(0.0, f64::max)
+                .collect()
         };
-        for (unit, value) in [
+        for (unit, per_round) in [
             ("allocs/msg", per(|r| r.allocs)),
             ("wake-ups/msg", per(|r| r.writes)),
         ] {
@@ -109,12 +174,48 @@ pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
                 case: case.name,
                 contender: name,
                 unit,
-                values: Ok([value; 3]),
-                ratio: None,
+                values: Ok([per_round.iter().copied().fold(0.0, f64::max); 3]),
+                per_round,
+                rounds,
+                judge: None,
+                paired: None,
             });
         }
     }
     rows
+}
+
+/// The line under a case's rows: its rounds, how long they took, and which
+/// were slow phases, left out of the ratios.
+fn print_rounds(
+    case: &Case,
+    rounds: usize,
+    [wall, timed]: [f64; 2],
+    judge: Option<(&str, &str)>,
+    slow: &[bool],
+) {
+    let mut s = format!("  ↳ {rounds} rounds in {wall:.1} s ({timed:.1} s timed)");
+    match judge {
+        Some((judge, unit)) if case.contenders.len() > 1 => {
+            let which: Vec<String> = (1..)
+                .zip(slow)
+                .filter(|&(_, &slow)| slow)
+                .map(|(round, _)| round.to_string())
+                .collect();
+            let worse = if lower_is_better(unit) {
+                format!("above {SLOW_FACTOR}× its median")
+            } else {
+                format!("below 1/{SLOW_FACTOR} of its median")
+            };
+            let _ = write!(s, "; slow rounds ({judge} {worse}): {}", which.len());
+            if !which.is_empty() {
+                let _ = write!(s, " (#{}), left out of the ratios", which.join(", #"));
+            }
+        }
+        None if case.contenders.len() > 1 => s.push_str("; no ratio: fdring and the floor failed"),
+        _ => s.push_str("; one contender, no ratio"),
+    }
+    println!("{s}");
 }
 
 pub fn goals(case: &Case, rows: &[Row]) -> Vec<String> {
@@ -125,22 +226,33 @@ pub fn goals(case: &Case, rows: &[Row]) -> Vec<String> {
     };
     let mut out = Vec::new();
     for &(name, op, limit) in case.goals {
-        let (what, value) = if name == "fdring" {
+        let (what, value, how) = if name == "fdring" {
             (
                 format!("fdring {unit} {op} {limit}"),
                 find(name).and_then(|r| r.values.as_ref().ok().map(|v| v[0])),
+                String::new(),
             )
         } else {
+            let paired = find(name).and_then(|r| r.paired.as_ref().map(|p| (p, r.rounds)));
             (
                 format!("fdring ÷ {name} {op} {limit}"),
-                find(name).and_then(|r| r.ratio),
+                paired.map(|(p, _)| p.spread[0]),
+                paired.map_or(String::new(), |(p, rounds)| {
+                    let [_, min, max] = p.spread;
+                    format!(
+                        " ({} of {rounds} rounds, {}–{})",
+                        p.counted,
+                        num(min),
+                        num(max)
+                    )
+                }),
             )
         };
         let verdict = match value {
             Some(v) if (op == "≥" && v >= limit) || (op == "≤" && v <= limit) => {
-                format!("{} met", num(v))
+                format!("{} met{how}", num(v))
             }
-            Some(v) => format!("{} MISSED", num(v)),
+            Some(v) => format!("{} MISSED{how}", num(v)),
             None => String::from("not measured"),
         };
         let own = if OWN_GOALS.contains(&case.name) {
@@ -151,28 +263,6 @@ pub fn goals(case: &Case, rows: &[Row]) -> Vec<String> {
         out.push(format!("  {:<18} {what}: {verdict}{own}", case.name));
     }
     out
-}
-
-pub fn json_row(r: &Row) -> String {
-    let n = |x: Option<f64>| {
-        x.filter(|x| x.is_finite())
-            .map_or(String::from("null"), |x| format!("{x}"))
-    };
-    let v = r.values.as_ref().ok();
-    let mut s = format!(
-        "{{\"case\": \"{}\", \"contender\": \"{}\", \"unit\": \"{}\", \"median\": {}, \"min\": {}, \"max\": {}, \"ratio_vs_fdring\": {}",
-        r.case,
-        r.contender,
-        r.unit,
-        n(v.map(|v| v[0])),
-        n(v.map(|v| v[1])),
-        n(v.map(|v| v[2])),
-        n(r.ratio)
-    );
-    if let Err(e) = &r.values {
-        let _ = write!(s, ", \"failed\": {:?}", e);
-    }
-    s + "}"
 }
 
 pub fn machine() -> String {
