@@ -36,8 +36,8 @@ mod receiver;
 mod record;
 mod sender;
 
-pub use receiver::{Frame, FrameReceiver};
-pub use sender::{FrameMut, FrameSender};
+pub use receiver::{Frame, FrameReceiver, Frames};
+pub use sender::{FrameBatch, FrameMut, FrameSender};
 // The alignment rule, for the `service` negotiation of frame rings.
 pub(crate) use record::check_align;
 
