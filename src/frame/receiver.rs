@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use super::record::{check_align, parse, Bad, MIN_ALIGN};
+use super::record::{check_align, parse, Bad, HEADER, MIN_ALIGN};
 use super::FrameStats;
 use crate::channel::{Fds, Receiver, Wait};
 use crate::error::{Corruption, Error, Exhaustion};
@@ -568,6 +568,10 @@ impl FrameReceiver {
     /// ends the frames lent before it; the call that finds it first
     /// returns the error (and lends nothing).
     ///
+    /// "Ready" is as of this end's last look at the sender's index, which
+    /// it takes again only when the bytes known to be ready could not hold
+    /// a whole batch: frames published since are lent by a later call.
+    ///
     /// # Errors
     ///
     /// As for [`try_recv_frame_with`](Self::try_recv_frame_with): `Empty`
@@ -973,9 +977,11 @@ impl FrameReceiver {
         let mut consumed = 0;
         let mut defect = None;
         let mut ready = 0;
-        // As a single receive, reload the sender's index only when no
-        // record is known to be ready: a batch is what was known.
-        self.lend_want(1, wait, |bytes| {
+        // Reload the sender's index only if the bytes known to be ready
+        // could not hold a whole batch (of frames of 0 bytes): a stream of
+        // batches shares one look at the sender's line among several
+        // batches while it has more ready than one batch takes.
+        self.lend_want(MAX_BATCH * HEADER, wait, |bytes| {
             ready = bytes.len();
             // The first record is checked before `consume` is called: a
             // batch that starts with a bad record is the error, not an

@@ -1134,8 +1134,13 @@ impl FrameSender {
             batch.used
         };
         // The channel lends at least the worst-case record of `len` bytes,
-        // so a first frame of up to `len` bytes fits.
-        match self.tx.send_with_min(record_room(len, align), wait, write) {
+        // so a first frame of up to `len` bytes fits; and every free byte
+        // (the receiver's index is reloaded once per batch), so that a batch
+        // gets all the room there is.
+        match self
+            .tx
+            .send_with_min(usize::MAX, record_room(len, align), wait, write)
+        {
             Ok(_) => {
                 let (frames, bytes) = written.ok_or_else(misaligned)?;
                 self.stats.frames += frames;
@@ -1165,7 +1170,8 @@ impl FrameSender {
             attempt = write_record(free, len, align, fill);
             attempt.record()
         };
-        let sent = self.tx.send_with_min(record_room(len, align), wait, write);
+        let room = record_room(len, align);
+        let sent = self.tx.send_with_min(room, room, wait, write);
         match (sent, attempt) {
             (Ok(_), Attempt::Sent { committed, .. }) => {
                 self.stats.frames += 1;
