@@ -161,7 +161,7 @@ impl<'a> Iterator for Frames<'a> {
 
     // Inlined into the closure's loop: with small frames, a call per frame
     // and its state in memory cost as much as the checks.
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Frame<'a>> {
         let (frame, record) = match self.first.take() {
             Some(first) => first,

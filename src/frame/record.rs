@@ -79,6 +79,7 @@ pub(super) enum Bad {
 /// The header is copied out of shared memory once, and only the copy is
 /// used, so a peer changing it meanwhile cannot make the checks and the
 /// slicing disagree.
+#[inline]
 pub(super) fn parse(ready: &[u8], align: usize) -> Result<(Frame<'_>, usize), Bad> {
     let bad_header = Err(Bad::Header);
     if ready.as_ptr() as usize % RECORD_ALIGN != 0 {
