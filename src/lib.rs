@@ -33,7 +33,7 @@
 //! | `memfd` | the sealed memfd and its mirrored mapping |
 //! | `signal` | the wake-up socket and peer liveness |
 //! | `channel` | [`Sender`] and [`Receiver`] |
-//! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, latest-frame-wins |
+//! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, in batches ([`FrameBatch`], [`Frames`]), latest-frame-wins |
 //! | [`handoff`] | moving the fds to another process |
 //! | [`service`] | unrelated processes finding each other by name, with access control and typed negotiation |
 //! | [`topology`] | many rings as one: fan-in ([`topology::Merge`]), fan-out and worker pools ([`topology::Dispatch`], [`topology::Pool`]), drain, and a dead worker's unread items given back |
