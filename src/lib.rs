@@ -33,7 +33,7 @@
 //! | `memfd` | the sealed memfd and its mirrored mapping |
 //! | `signal` | the wake-up socket and peer liveness |
 //! | `channel` | [`Sender`] and [`Receiver`] |
-//! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, latest-frame-wins |
+//! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, in batches ([`FrameBatch`], [`Frames`]), latest-frame-wins |
 //! | [`handoff`] | moving the fds to another process |
 //! | [`service`] | unrelated processes finding each other by name, with access control and typed negotiation |
 //! | [`topology`] | many rings as one: fan-in ([`topology::Merge`]), fan-out and worker pools ([`topology::Dispatch`], [`topology::Pool`]), drain, and a dead worker's unread items given back |
@@ -82,7 +82,7 @@ pub use channel::{
 };
 pub use error::{Corruption, Error, Exhaustion, Field, Rejection, Role};
 #[cfg(not(loom))]
-pub use frame::{Frame, FrameMut, FrameReceiver, FrameSender, FrameStats};
+pub use frame::{Frame, FrameBatch, FrameMut, FrameReceiver, FrameSender, FrameStats, Frames};
 pub use layout::{MAGIC, VERSION};
 #[cfg(not(loom))]
 pub use signal::{poll_timeout, Liveness};

@@ -6,14 +6,14 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use fdring::{handoff, Builder, FrameReceiver};
+use fdring::{handoff, Builder};
 use shmem_ipc::sharedring;
 
 use crate::connect::{serve_fdring, serve_unix};
 use crate::data::{pingpong_side, rx_side};
 use crate::fan_in::producer_side;
 use crate::floors::{Floor, FloorPair, Line, Shm};
-use crate::frames::{Packets, Prefixed, FRAME_ALIGN};
+use crate::frames::{frame_batches_rx, frames_rx, Packets, Prefixed};
 use crate::many_rings::{many_rx_side, MANY_RINGS};
 use crate::ours::{FdPair, One};
 use crate::peers::{shmem_open, Io, IoPair, Patience, ShmPair, ShmRx};
@@ -94,10 +94,8 @@ pub fn play(role: &str, c: &Cfg) -> Res<Run> {
             )
         }
         "floor" => rx_side(Floor::new(Shm::map(&fds.remove(0))?), c, gate),
-        "fdring-framelayer" => {
-            let rx = builder.open_receiver::<u8>(ring(0)?)?;
-            rx_side(FrameReceiver::with_align(rx, FRAME_ALIGN), c, gate)
-        }
+        "fdring-framebatches" => frame_batches_rx(builder.open_receiver(ring(0)?)?, c, gate),
+        "fdring-framelayer" => frames_rx(builder.open_receiver(ring(0)?)?, c, gate),
         "packets" => rx_side(Packets(fds.remove(0), Vec::new()), c, gate),
         "prefixed" => rx_side(Prefixed::reader(file()?), c, gate),
         "floor-pong" => {

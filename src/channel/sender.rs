@@ -455,9 +455,12 @@ impl<T: Pod> Sender<T> {
     /// Lends at least `min` free slots, waiting as `wait` says: fewer than
     /// `min` count as full, and a blocking call sleeps until the receiver
     /// frees enough (the frame layer's "room for this frame"). `min` must
-    /// not exceed the capacity, or it waits forever.
+    /// not exceed the capacity, or it waits forever. `want` is how many the
+    /// caller could use: the receiver's index is reloaded only if fewer are
+    /// known to be free (`min` for one frame, every slot for a batch).
     pub(crate) fn send_with_min<F>(
         &mut self,
+        want: usize,
         min: usize,
         wait: Wait,
         fill: F,
@@ -465,7 +468,7 @@ impl<T: Pod> Sender<T> {
     where
         F: FnOnce(&mut [MaybeUninit<T>]) -> usize,
     {
-        let slots = self.end.slots_min(min, min, wait)?;
+        let slots = self.end.slots_min(want, min, wait)?;
         let ptr = self.end.slot_ptr(slots).cast::<MaybeUninit<T>>();
         // SAFETY: as in `send_in`.
         let buf = unsafe { std::slice::from_raw_parts_mut(ptr, slots.len) };

@@ -23,6 +23,16 @@
 //! published) before it lends a byte of the payload: a hostile length is
 //! `Error::Corrupted`, never an out-of-bounds slice.
 //!
+//! # Batches
+//!
+//! Small frames can be sent and received many at a time: the sender
+//! [writes several](FrameSender::send_frames_with) into the free bytes
+//! ([`FrameBatch`]) and publishes them with one store; the receiver is
+//! [lent every ready frame](FrameReceiver::recv_frames_with) ([`Frames`])
+//! and releases those it consumed with one store. The records are the
+//! same, each checked as a lone frame's; either end may batch or not
+//! whatever the other does.
+//!
 //! # Latest-frame-wins
 //!
 //! For video, where a fresh frame matters more than every frame, the sender
@@ -36,8 +46,8 @@ mod receiver;
 mod record;
 mod sender;
 
-pub use receiver::{Frame, FrameReceiver};
-pub use sender::{FrameMut, FrameSender};
+pub use receiver::{Frame, FrameReceiver, Frames};
+pub use sender::{FrameBatch, FrameMut, FrameSender};
 // The alignment rule, for the `service` negotiation of frame rings.
 pub(crate) use record::check_align;
 

@@ -1,13 +1,14 @@
 //! The receiving end of the frame layer: [`FrameReceiver`], the frame it
-//! lends in place ([`Frame`]), the walk over ready records for
-//! latest-frame-wins, and the reporting of a bad record as `Corrupted`.
+//! lends in place ([`Frame`]), the batch of ready frames it lends at once
+//! ([`Frames`]), the walk over ready records for latest-frame-wins, and the
+//! reporting of a bad record as `Corrupted`.
 
 use std::fmt;
 use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use super::record::{check_align, parse, Bad, MIN_ALIGN};
+use super::record::{check_align, parse, Bad, HEADER, MIN_ALIGN};
 use super::FrameStats;
 use crate::channel::{Fds, Receiver, Wait};
 use crate::error::{Corruption, Error, Exhaustion};
@@ -83,6 +84,130 @@ impl fmt::Debug for Frame<'_> {
         f.debug_struct("Frame")
             .field("len", &self.bytes.len())
             .field("tag", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The frames ready in the ring, lent in place to the closure of
+/// [`FrameReceiver::recv_frames_with`] and friends: an iterator over up to
+/// [`FrameReceiver::MAX_BATCH`] frames, in the order they were sent. The
+/// closure returns how many of them (from the first) it consumed, and
+/// those are released together, with one store of the read index.
+///
+/// Each record's header is copied and checked as
+/// [`FrameReceiver::try_recv_frame_with`] checks it (see
+/// [Validation](FrameReceiver#validation)), when the iterator reaches it.
+/// The iterator ends at a bad record: the frames before it are lent as
+/// usual, and the next call, which starts at the bad record, returns the
+/// error.
+///
+/// ```
+/// let (tx, rx) = fdring::channel::<u8>(4096)?;
+/// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+/// for n in 0..5u64 {
+///     tx.send_frame(n, &[n as u8; 10])?;
+/// }
+/// // Consume the first three, leave the rest in the ring.
+/// let consumed = rx.try_recv_frames_with(|frames| {
+///     let mut tags = Vec::new();
+///     for frame in frames.take(3) {
+///         tags.push(frame.tag());
+///     }
+///     assert_eq!(tags, [0, 1, 2]);
+///     tags.len()
+/// })?;
+/// assert_eq!(consumed, 3);
+/// assert_eq!(rx.try_recv_frame_with(|frame| frame.tag())?, 3);
+/// # Ok::<(), fdring::Error>(())
+/// ```
+pub struct Frames<'a> {
+    ready: &'a [u8],
+    align: usize,
+    /// The first record, parsed before the closure was called (a batch is
+    /// lent only if it holds a good frame).
+    first: Option<(Frame<'a>, usize)>,
+    /// Where the next record starts in `ready`.
+    at: usize,
+    /// Set at a bad record: the walk stops there.
+    stopped: bool,
+    lent: &'a mut Lent,
+}
+
+/// What a [`Frames`] has lent: where each frame's record ends, to release
+/// exactly the frames the closure consumed.
+struct Lent {
+    count: usize,
+    /// `ends[i]`: the end of the record of frame `i`, in the ready bytes.
+    ends: [usize; MAX_BATCH],
+    /// `bytes[i]`: the payload bytes of frames `0..=i`.
+    bytes: [u64; MAX_BATCH],
+}
+
+impl Lent {
+    fn new() -> Lent {
+        Lent {
+            count: 0,
+            ends: [0; MAX_BATCH],
+            bytes: [0; MAX_BATCH],
+        }
+    }
+}
+
+/// See [`FrameReceiver::MAX_BATCH`].
+const MAX_BATCH: usize = 64;
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Frame<'a>;
+
+    // Inlined into the closure's loop: with small frames, a call per frame
+    // and its state in memory cost as much as the checks.
+    #[inline(always)]
+    fn next(&mut self) -> Option<Frame<'a>> {
+        let (frame, record) = match self.first.take() {
+            Some(first) => first,
+            None => {
+                if self.stopped || self.lent.count == MAX_BATCH || self.at >= self.ready.len() {
+                    return None;
+                }
+                // The same parse, with the same checks, as a single
+                // receive's: what is wrong is left for the next call to
+                // report, when the bad record comes first.
+                match parse(&self.ready[self.at..], self.align) {
+                    Ok(parsed) => parsed,
+                    Err(_) => {
+                        self.stopped = true;
+                        return None;
+                    }
+                }
+            }
+        };
+        self.at += record;
+        let i = self.lent.count;
+        let before = i.checked_sub(1).map_or(0, |last| self.lent.bytes[last]);
+        self.lent.ends[i] = self.at;
+        self.lent.bytes[i] = before + frame.len() as u64;
+        self.lent.count += 1;
+        Some(frame)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let first = usize::from(self.first.is_some());
+        let left = if self.stopped {
+            first
+        } else {
+            MAX_BATCH - self.lent.count
+        };
+        (first, Some(left))
+    }
+}
+
+impl std::iter::FusedIterator for Frames<'_> {}
+
+impl fmt::Debug for Frames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frames")
+            .field("lent", &self.lent.count)
+            .field("ready", &(self.ready.len() - self.at))
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +288,17 @@ pub struct FrameReceiver {
 }
 
 impl FrameReceiver {
+    /// The most frames one batched receive
+    /// ([`recv_frames_with`](Self::recv_frames_with) and friends) lends:
+    /// enough that the release and the look at the sender's index are
+    /// shared by many small frames, few enough that the receiver keeps
+    /// where each frame ends on its stack.
+    ///
+    /// ```
+    /// assert_eq!(fdring::FrameReceiver::MAX_BATCH, 64);
+    /// ```
+    pub const MAX_BATCH: usize = MAX_BATCH;
+
     /// A frame receiver over `rx` that requires payloads aligned to 8
     /// bytes (every sender's are).
     ///
@@ -422,6 +558,123 @@ impl FrameReceiver {
         F: FnOnce(Frame<'_>) -> R,
     {
         self.recv_in(Wait::timeout(timeout), consume)
+    }
+
+    /// Lends every ready frame (up to [`MAX_BATCH`](Self::MAX_BATCH)), in
+    /// place and in order, to `consume` as [`Frames`]; `consume` returns
+    /// how many of them, from the first, it consumed, and those are
+    /// released at once, with one store of the read index. Returns that
+    /// number. Does not wait.
+    ///
+    /// Each header is checked as for
+    /// [`try_recv_frame_with`](Self::try_recv_frame_with). A bad record
+    /// ends the frames lent before it; the call that finds it first
+    /// returns the error (and lends nothing).
+    ///
+    /// "Ready" is as of this end's last look at the sender's index, which
+    /// it takes again only when the bytes known to be ready could not hold
+    /// a whole batch: frames published since are lent by a later call.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_recv_frame_with`](Self::try_recv_frame_with): `Empty`
+    /// if no frame is ready (`consume` is not called), `Disconnected`,
+    /// `Corrupted` or `FrameAlign` if the first ready record is bad.
+    ///
+    /// # Panics
+    ///
+    /// If `consume` returns more than the number of frames it took from
+    /// the iterator; nothing is released then.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// assert_eq!(rx.try_recv_frames_with(|frames| frames.count()), Err(fdring::Error::Empty));
+    /// tx.send_frame(1, b"one")?;
+    /// tx.send_frame(2, b"two")?;
+    /// let mut got = Vec::new();
+    /// let consumed = rx.try_recv_frames_with(|frames| {
+    ///     frames.map(|frame| got.push((frame.tag(), frame.to_vec()))).count()
+    /// })?;
+    /// assert_eq!(consumed, 2);
+    /// assert_eq!(got, [(1, b"one".to_vec()), (2, b"two".to_vec())]);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_recv_frames_with<F>(&mut self, consume: F) -> Result<usize, Error>
+    where
+        F: FnOnce(Frames<'_>) -> usize,
+    {
+        self.recv_frames_in(Wait::Never, consume)
+    }
+
+    /// Like [`try_recv_frames_with`](Self::try_recv_frames_with), but
+    /// waits until a frame is ready.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_frame_with`](Self::recv_frame_with).
+    ///
+    /// # Panics
+    ///
+    /// As for `try_recv_frames_with`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// std::thread::spawn(move || {
+    ///     for n in 0..1000u64 {
+    ///         tx.send_frame(n, &n.to_le_bytes()).unwrap();
+    ///     }
+    /// });
+    /// let mut next = 0u64;
+    /// while next < 1000 {
+    ///     rx.recv_frames_with(|frames| {
+    ///         frames
+    ///             .inspect(|frame| {
+    ///                 assert_eq!(frame.tag(), next);
+    ///                 next += 1;
+    ///             })
+    ///             .count()
+    ///     })?;
+    /// }
+    /// assert_eq!(rx.recv_frames_with(|frames| frames.count()), Err(fdring::Error::Disconnected));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn recv_frames_with<F>(&mut self, consume: F) -> Result<usize, Error>
+    where
+        F: FnOnce(Frames<'_>) -> usize,
+    {
+        self.recv_frames_in(Wait::Until(None), consume)
+    }
+
+    /// Like [`recv_frames_with`](Self::recv_frames_with), but gives up
+    /// after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` if no frame came in time, and as for `recv_frames_with`.
+    ///
+    /// # Panics
+    ///
+    /// As for `try_recv_frames_with`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let mut rx = fdring::FrameReceiver::new(rx);
+    /// let got = rx.recv_frames_with_timeout(Duration::from_millis(10), |frames| frames.count());
+    /// assert_eq!(got, Err(fdring::Error::Timeout));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn recv_frames_with_timeout<F>(
+        &mut self,
+        timeout: Duration,
+        consume: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnOnce(Frames<'_>) -> usize,
+    {
+        self.recv_frames_in(Wait::timeout(timeout), consume)
     }
 
     /// Receives a copy of the next frame into `buf` (replacing its
@@ -714,6 +967,59 @@ impl FrameReceiver {
         self.stats.frames += lent.0;
         self.stats.bytes += lent.1;
         out.expect("a frame was lent")
+    }
+
+    /// Lends the ready frames to `consume` as [`Frames`] and releases those
+    /// it consumed, with one release.
+    fn recv_frames_in<F>(&mut self, wait: Wait, consume: F) -> Result<usize, Error>
+    where
+        F: FnOnce(Frames<'_>) -> usize,
+    {
+        let align = self.align;
+        let mut lent = Lent::new();
+        let mut consumed = 0;
+        let mut defect = None;
+        let mut ready = 0;
+        // Reload the sender's index only if the bytes known to be ready
+        // could not hold a whole batch (of frames of 0 bytes): a stream of
+        // batches shares one look at the sender's line among several
+        // batches while it has more ready than one batch takes.
+        self.lend_want(MAX_BATCH * HEADER, wait, |bytes| {
+            ready = bytes.len();
+            // The first record is checked before `consume` is called: a
+            // batch that starts with a bad record is the error, not an
+            // empty batch.
+            let first = match parse(bytes, align) {
+                Ok(first) => first,
+                Err(bad) => {
+                    defect = Some(Defect { at: 0, bad });
+                    return 0;
+                }
+            };
+            let frames = Frames {
+                ready: bytes,
+                align,
+                first: Some(first),
+                at: 0,
+                stopped: false,
+                lent: &mut lent,
+            };
+            consumed = consume(frames);
+            assert!(
+                consumed <= lent.count,
+                "the closure said it consumed {consumed} frames of the {} it took",
+                lent.count
+            );
+            consumed.checked_sub(1).map_or(0, |last| lent.ends[last])
+        })?;
+        if let Some(defect) = defect {
+            return Err(self.corrupt(defect, ready));
+        }
+        if let Some(last) = consumed.checked_sub(1) {
+            self.stats.frames += consumed as u64;
+            self.stats.bytes += lent.bytes[last];
+        }
+        Ok(consumed)
     }
 
     fn latest_in<R, F>(&mut self, wait: Wait, consume: F) -> Result<R, Error>

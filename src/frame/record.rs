@@ -31,8 +31,14 @@ pub(super) const MIN_ALIGN: usize = 8;
 /// The largest payload alignment: a cache line.
 pub(super) const MAX_ALIGN: usize = 64;
 
+/// `value` rounded up to a multiple of `align`, a power of two (every
+/// alignment of this layer is one: `check_align`). A mask, not
+/// `next_multiple_of`: with an alignment known only at run time, that is a
+/// 64-bit division per frame on each side, a fifth of the time of `parse`
+/// with 64-byte frames.
 pub(super) fn round_up(value: usize, align: usize) -> usize {
-    value.next_multiple_of(align)
+    debug_assert!(align.is_power_of_two());
+    (value + (align - 1)) & !(align - 1)
 }
 
 pub(crate) fn check_align(align: usize) {
@@ -73,6 +79,7 @@ pub(super) enum Bad {
 /// The header is copied out of shared memory once, and only the copy is
 /// used, so a peer changing it meanwhile cannot make the checks and the
 /// slicing disagree.
+#[inline]
 pub(super) fn parse(ready: &[u8], align: usize) -> Result<(Frame<'_>, usize), Bad> {
     let bad_header = Err(Bad::Header);
     if ready.as_ptr() as usize % RECORD_ALIGN != 0 {
@@ -93,7 +100,8 @@ pub(super) fn parse(ready: &[u8], align: usize) -> Result<(Frame<'_>, usize), Ba
     }
     let payload_at = HEADER + gap;
     let payload_address = ready.as_ptr() as usize + payload_at;
-    if payload_address % align != 0 {
+    // `align` is a power of two (`check_align`): a mask, not a division.
+    if payload_address & (align - 1) != 0 {
         let found = 1u64
             << payload_address
                 .trailing_zeros()

@@ -1,6 +1,7 @@
 //! The sending end of the frame layer: [`FrameSender`], the frame space
-//! it lends ([`FrameMut`]), and the writing of a record (header, padding,
-//! payload) into the free bytes of the ring.
+//! it lends ([`FrameMut`]), the free bytes it lends for several frames
+//! published at once ([`FrameBatch`]), and the writing of a record
+//! (header, padding, payload) into the free bytes of the ring.
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -126,15 +127,194 @@ impl fmt::Debug for FrameMut<'_> {
     }
 }
 
+/// The free bytes of the ring, lent to the closure of
+/// [`FrameSender::send_frames_with`] and friends, to write several frames
+/// into one after the other: every frame [pushed](Self::push_with) is
+/// published when the closure returns, all of them with one store of the
+/// write index, so that many small frames pay for one publish (and the
+/// receiver is woken once, if it sleeps).
+///
+/// ```
+/// let (tx, rx) = fdring::channel::<u8>(64 * 1024)?;
+/// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+/// // Room for at least one 64-byte frame; then as many as fit, or 100.
+/// let sent = tx.send_frames_with(64, |batch| {
+///     for n in 0..100u64 {
+///         let pushed = batch.push_with(64, |frame| {
+///             frame.fill(n as u8);
+///             frame.set_tag(n);
+///             frame.len()
+///         });
+///         if pushed.is_none() {
+///             break; // the ring is full: the rest goes in the next batch
+///         }
+///     }
+/// })?;
+/// assert_eq!(sent, 100);
+/// let received = rx.recv_frames_with(|frames| {
+///     frames.inspect(|frame| assert_eq!(frame.len(), 64)).count()
+/// })?;
+/// assert_eq!(received, 64); // at most `FrameReceiver::MAX_BATCH` per call
+/// # Ok::<(), fdring::Error>(())
+/// ```
+///
+/// Frames are written in place, as with [`FrameMut`]; a frame that does
+/// not fit in what is left is refused before its closure is called, and
+/// leaves the batch as it was.
+pub struct FrameBatch<'a> {
+    /// Every free byte lent by the channel, from the write position on.
+    free: &'a mut [MaybeUninit<u8>],
+    /// The bytes of the records written so far: the next one starts here.
+    used: usize,
+    align: usize,
+    frames: u64,
+    bytes: u64,
+}
+
+impl FrameBatch<'_> {
+    /// Writes a frame of up to `len` bytes after the ones already in the
+    /// batch, as [`FrameSender::try_send_frame_with`] does alone: `fill`
+    /// gets exactly `len` bytes in place (aligned as the sender's
+    /// [`align`](FrameSender::align)), writes the first `n` (and may set
+    /// the tag) and returns `n`; a frame of those `n` bytes is then part of
+    /// the batch, and the bytes it did not use are free for the next frame.
+    /// Returns `Some(n)`, or `None` if a frame of `len` bytes does not fit
+    /// in what is left of the free bytes (`fill` is not called).
+    ///
+    /// # Panics
+    ///
+    /// If `fill` returns more than `len`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.try_send_frames_with(100, |batch| {
+    ///     assert_eq!(batch.push_with(100, |frame| {
+    ///         frame[..3].copy_from_slice(b"abc");
+    ///         3 // a shorter commit: the other 97 bytes stay free
+    ///     }), Some(3));
+    ///     assert_eq!(batch.push_with(5000, |_| unreachable!()), None); // never fits
+    ///     assert_eq!(batch.frames(), 1);
+    /// })?;
+    /// assert_eq!(rx.try_recv_frame_with(|frame| frame.to_vec())?, b"abc");
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    // Inlined into the caller's loop, the batch's fields stay in registers:
+    // with 64-byte frames, the stores of a call (its saved registers, the
+    // batch's counters) were as many as the frame's own.
+    #[inline]
+    pub fn push_with<F>(&mut self, len: usize, fill: F) -> Option<usize>
+    where
+        F: FnOnce(&mut FrameMut<'_>) -> usize,
+    {
+        // The records before end on multiples of 8, and the batch was lent
+        // only if the free bytes start on one: never `Misaligned` here.
+        match write_record(&mut self.free[self.used..], len, self.align, fill) {
+            Attempt::Sent { committed, record } => {
+                self.used += record;
+                self.frames += 1;
+                self.bytes += committed as u64;
+                Some(committed)
+            }
+            Attempt::NoRoom | Attempt::Misaligned => None,
+        }
+    }
+
+    /// Writes a copy of `bytes` as a frame with `tag` after the ones
+    /// already in the batch; returns `false` if it does not fit in what is
+    /// left (nothing is written).
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let sent = tx.try_send_frames_with(0, |batch| {
+    ///     let mut n = 0u64;
+    ///     while batch.push(n, &n.to_le_bytes()) {
+    ///         n += 1;
+    ///     }
+    /// })?;
+    /// // A record of 8 bytes takes 32: a header of 24 and the payload.
+    /// assert_eq!(sent, 4096 / 32);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    #[inline]
+    pub fn push(&mut self, tag: u64, bytes: &[u8]) -> bool {
+        self.push_with(bytes.len(), copy_frame(tag, bytes))
+            .is_some()
+    }
+
+    /// The largest frame that still fits in the batch, in bytes (a
+    /// multiple of 8, or 0 when not even an empty frame fits).
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.try_send_frames_with(0, |batch| {
+    ///     assert_eq!(batch.room(), 4096 - 24);
+    ///     batch.push(1, &[1; 1000]);
+    ///     assert_eq!(batch.room(), 4096 - 24 - 1000 - 24);
+    ///     let room = batch.room();
+    ///     assert_eq!(batch.push_with(room, |frame| frame.len()), Some(room));
+    ///     assert_eq!(batch.room(), 0);
+    /// })?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn room(&self) -> usize {
+        let free = &self.free[self.used..];
+        let payload_at = payload_offset(free, self.align);
+        free.len().saturating_sub(payload_at) / RECORD_ALIGN * RECORD_ALIGN
+    }
+
+    /// How many frames the batch holds so far.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// let sent = tx.try_send_frames_with(0, |batch| {
+    ///     assert_eq!(batch.frames(), 0);
+    ///     batch.push(7, b"one");
+    ///     batch.push(8, b"two");
+    ///     assert_eq!(batch.frames(), 2);
+    /// })?;
+    /// assert_eq!(sent, 2);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn frames(&self) -> usize {
+        self.frames as usize
+    }
+}
+
+impl fmt::Debug for FrameBatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameBatch")
+            .field("frames", &self.frames)
+            .field("bytes", &self.bytes)
+            .field("room", &self.room())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What one attempt to write a frame into the free bytes came to.
+#[derive(Clone, Copy)]
 enum Attempt {
     /// The free bytes were too few; nothing was written.
     NoRoom,
-    /// The frame was committed with this many payload bytes.
-    Sent(usize),
+    /// The frame was committed with `committed` payload bytes, in a record
+    /// of `record` bytes (padding included) to publish.
+    Sent { committed: usize, record: usize },
     /// The free bytes did not start at a multiple of 8: the ring was
     /// written outside of frames.
     Misaligned,
+}
+
+impl Attempt {
+    /// The bytes to publish for it.
+    fn record(self) -> usize {
+        match self {
+            Attempt::Sent { record, .. } => record,
+            Attempt::NoRoom | Attempt::Misaligned => 0,
+        }
+    }
 }
 
 /// The sending end of a ring of frames: a [`Sender<u8>`] that sends
@@ -725,6 +905,261 @@ impl FrameSender {
             .map(drop)
     }
 
+    /// Lends every free byte of the ring (at least room for a frame of
+    /// `len` bytes) to `fill` as a [`FrameBatch`], into which it writes
+    /// frames one after the other; when it returns, every frame it wrote is
+    /// published at once, with one store of the write index. Returns how
+    /// many frames were sent. Does not wait.
+    ///
+    /// `len` is what to wait for, not a limit: a frame of up to `len` bytes
+    /// pushed first always fits, and the batch takes frames of any length
+    /// as long as they fit (see [`FrameBatch::room`]). Frames sent so are
+    /// received as any others: one at a time, or several at once with
+    /// [`FrameReceiver::recv_frames_with`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_send_frame_with`](Self::try_send_frame_with): `Full` if
+    /// there is no room for a frame of `len` bytes now (`fill` is not
+    /// called); `FrameTooLarge` if `len` is above
+    /// [`max_frame_len`](Self::max_frame_len).
+    ///
+    /// # Panics
+    ///
+    /// If `fill` panics, or a frame's closure returns more than its `len`:
+    /// then nothing of the batch is published.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let sent = tx.try_send_frames_with(4, |batch| {
+    ///     for word in [b"one ", b"two ", b"six "] {
+    ///         batch.push(0, word);
+    ///     }
+    /// })?;
+    /// assert_eq!(sent, 3);
+    /// let mut buf = Vec::new();
+    /// rx.try_recv_frames_with(|frames| frames.map(|f| buf.extend_from_slice(&f)).count())?;
+    /// assert_eq!(buf, b"one two six ");
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_send_frames_with<F>(&mut self, len: usize, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameBatch<'_>),
+    {
+        self.send_batch_in(len, Wait::Never, fill)
+    }
+
+    /// Like [`try_send_frames_with`](Self::try_send_frames_with), but waits
+    /// until there is room for a frame of `len` bytes.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_frame_with`](Self::send_frame_with).
+    ///
+    /// # Panics
+    ///
+    /// As for `try_send_frames_with`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let producer = std::thread::spawn(move || -> Result<(), fdring::Error> {
+    ///     let mut next = 0u64;
+    ///     while next < 1000 {
+    ///         // Waits for room for one frame, then fills what there is.
+    ///         tx.send_frames_with(8, |batch| {
+    ///             while next < 1000 && batch.push(next, &next.to_le_bytes()) {
+    ///                 next += 1;
+    ///             }
+    ///         })?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// let mut expected = 0u64;
+    /// while expected < 1000 {
+    ///     rx.recv_frames_with(|frames| {
+    ///         frames
+    ///             .inspect(|frame| {
+    ///                 assert_eq!(frame.tag(), expected);
+    ///                 expected += 1;
+    ///             })
+    ///             .count()
+    ///     })?;
+    /// }
+    /// producer.join().unwrap()?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_frames_with<F>(&mut self, len: usize, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameBatch<'_>),
+    {
+        self.send_batch_in(len, Wait::Until(None), fill)
+    }
+
+    /// Like [`send_frames_with`](Self::send_frames_with), but gives up
+    /// after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` if there was no room for a frame of `len` bytes in time,
+    /// and as for `send_frames_with`.
+    ///
+    /// # Panics
+    ///
+    /// As for `try_send_frames_with`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.send_frame(0, &[1; 3000])?;
+    /// // Nobody receives: there is no room for a 2000-byte frame.
+    /// let waited = tx.send_frames_with_timeout(2000, Duration::from_millis(10), |_| ());
+    /// assert_eq!(waited, Err(fdring::Error::Timeout));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_frames_with_timeout<F>(
+        &mut self,
+        len: usize,
+        timeout: Duration,
+        fill: F,
+    ) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameBatch<'_>),
+    {
+        self.send_batch_in(len, Wait::timeout(timeout), fill)
+    }
+
+    /// Sends copies of as many of `frames` (each a tag and its bytes) as
+    /// there is room for now, in order, with one publish, and returns how
+    /// many. Does not wait.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_send_frames_with`](Self::try_send_frames_with); `Full`
+    /// only if not even the first frame fits. `FrameTooLarge` if any of
+    /// the frames could never fit: then none is sent. An empty `frames`
+    /// returns `Ok(0)`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let frames: Vec<(u64, &[u8])> = vec![(1, b"one"), (2, b"two"), (3, &[0; 4050])];
+    /// // The third does not fit after the first two: it stays for later.
+    /// assert_eq!(tx.try_send_frames(&frames)?, 2);
+    /// let mut tags = Vec::new();
+    /// rx.try_recv_frames_with(|frames| frames.map(|f| tags.push(f.tag())).count())?;
+    /// assert_eq!(tags, [1, 2]);
+    /// assert_eq!(tx.try_send_frames(&frames[2..])?, 1);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_send_frames(&mut self, frames: &[(u64, &[u8])]) -> Result<usize, Error> {
+        let Some(first) = frames.first() else {
+            return Ok(0);
+        };
+        self.check_lens(frames)?;
+        self.send_batch_in(first.1.len(), Wait::Never, copy_frames(frames))
+    }
+
+    /// Sends copies of all of `frames` (each a tag and its bytes), in
+    /// order, waiting for room as often as needed; every wait is for the
+    /// next frame only, and each time there is room as many frames as fit
+    /// are published at once.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_frames_with`](Self::send_frames_with); on error, the
+    /// frames before some point may have been sent. `FrameTooLarge` if any
+    /// of the frames could never fit: then none is sent.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let payloads: Vec<Vec<u8>> = (0..200u8).map(|n| vec![n; 50]).collect();
+    /// let frames: Vec<(u64, &[u8])> = payloads.iter().map(|p| (p[0] as u64, &p[..])).collect();
+    /// let consumer = std::thread::spawn(move || {
+    ///     let mut tags = Vec::new();
+    ///     while tags.len() < 200 {
+    ///         rx.recv_frames_with(|frames| frames.map(|f| tags.push(f.tag())).count())
+    ///             .unwrap();
+    ///     }
+    ///     tags
+    /// });
+    /// tx.send_frames(&frames)?; // 200 records of 80 bytes: more than the ring holds
+    /// assert_eq!(consumer.join().unwrap(), (0..200).collect::<Vec<u64>>());
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn send_frames(&mut self, mut frames: &[(u64, &[u8])]) -> Result<(), Error> {
+        self.check_lens(frames)?;
+        while let Some(first) = frames.first() {
+            let sent = self.send_batch_in(first.1.len(), Wait::Until(None), copy_frames(frames))?;
+            frames = &frames[sent..];
+        }
+        Ok(())
+    }
+
+    /// `FrameTooLarge` for the first of `frames` that could never fit.
+    fn check_lens(&self, frames: &[(u64, &[u8])]) -> Result<(), Error> {
+        match frames
+            .iter()
+            .find(|(_, bytes)| bytes.len() > self.max_frame_len)
+        {
+            Some((_, bytes)) => Err(too_large(bytes.len(), self.max_frame_len)),
+            None => Ok(()),
+        }
+    }
+
+    /// Lends the free bytes as a batch once a frame of `len` bytes fits,
+    /// waiting as `wait` says, and publishes what `fill` wrote into it.
+    fn send_batch_in<F>(&mut self, len: usize, wait: Wait, fill: F) -> Result<usize, Error>
+    where
+        F: FnOnce(&mut FrameBatch<'_>),
+    {
+        if len > self.max_frame_len {
+            return Err(too_large(len, self.max_frame_len));
+        }
+        let align = self.align;
+        // (frames, payload bytes) written, or `None` if the free bytes did
+        // not start on a record boundary.
+        let mut written = None;
+        let write = |free: &mut [MaybeUninit<u8>]| {
+            if !on_record_boundary(free) {
+                return 0;
+            }
+            let mut batch = FrameBatch {
+                free,
+                used: 0,
+                align,
+                frames: 0,
+                bytes: 0,
+            };
+            fill(&mut batch);
+            written = Some((batch.frames, batch.bytes));
+            batch.used
+        };
+        // The channel lends at least the worst-case record of `len` bytes,
+        // so a first frame of up to `len` bytes fits; and every free byte
+        // (the receiver's index is reloaded once per batch), so that a batch
+        // gets all the room there is.
+        match self
+            .tx
+            .send_with_min(usize::MAX, record_room(len, align), wait, write)
+        {
+            Ok(_) => {
+                let (frames, bytes) = written.ok_or_else(misaligned)?;
+                self.stats.frames += frames;
+                self.stats.bytes += bytes;
+                Ok(frames as usize)
+            }
+            Err(Error::Full) => {
+                self.refused_len = len;
+                Err(Error::Full)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes a frame of `len` bytes through `fill` as soon as there is
     /// room, waiting as `wait` says.
     fn send_in<F>(&mut self, len: usize, wait: Wait, fill: F) -> Result<usize, Error>
@@ -735,15 +1170,15 @@ impl FrameSender {
             return Err(too_large(len, self.max_frame_len));
         }
         let align = self.align;
-        let mut fill = Some(fill);
-        let mut tag = 0;
         let mut attempt = Attempt::NoRoom;
         let write = |free: &mut [MaybeUninit<u8>]| {
-            write_frame(free, len, align, &mut fill, &mut attempt, &mut tag)
+            attempt = write_record(free, len, align, fill);
+            attempt.record()
         };
-        let sent = self.tx.send_with_min(record_room(len, align), wait, write);
+        let room = record_room(len, align);
+        let sent = self.tx.send_with_min(room, room, wait, write);
         match (sent, attempt) {
-            (Ok(_), Attempt::Sent(committed)) => {
+            (Ok(_), Attempt::Sent { committed, .. }) => {
                 self.stats.frames += 1;
                 self.stats.bytes += committed as u64;
                 Ok(committed)
@@ -770,18 +1205,31 @@ fn copy_frame(tag: u64, bytes: &[u8]) -> impl FnOnce(&mut FrameMut<'_>) -> usize
     }
 }
 
-/// Writes a frame of `len` payload bytes into `free` (every free byte of
-/// the ring, starting at the write position) through `fill`, if it fits;
-/// returns the bytes to publish (0 if it does not fit) and says what
-/// happened in `attempt`.
-fn write_frame<F>(
-    free: &mut [MaybeUninit<u8>],
-    len: usize,
-    align: usize,
-    fill: &mut Option<F>,
-    attempt: &mut Attempt,
-    tag: &mut u64,
-) -> usize
+/// The closure of the copying batched sends: as many of `frames` as fit.
+fn copy_frames<'f>(frames: &'f [(u64, &'f [u8])]) -> impl FnOnce(&mut FrameBatch<'_>) + 'f {
+    move |batch| {
+        for (tag, bytes) in frames {
+            if !batch.push(*tag, bytes) {
+                break;
+            }
+        }
+    }
+}
+
+/// Whether `free` (free bytes of the ring, from the write position on)
+/// starts on a record boundary, as it does unless the ring was written
+/// outside of frames.
+fn on_record_boundary(free: &[MaybeUninit<u8>]) -> bool {
+    free.as_ptr() as usize % RECORD_ALIGN == 0
+}
+
+/// Writes a frame of `len` payload bytes at the start of `free` (free
+/// bytes of the ring, from the write position on) through `fill`, if it
+/// fits; says what happened, and how many bytes the record takes. Nothing
+/// is published here: the caller publishes the record (alone, or with the
+/// records of a batch).
+#[inline]
+fn write_record<F>(free: &mut [MaybeUninit<u8>], len: usize, align: usize, fill: F) -> Attempt
 where
     F: FnOnce(&mut FrameMut<'_>) -> usize,
 {
@@ -790,52 +1238,64 @@ where
     // alignment up to a page: padding computed from the address aligns
     // the payload in memory, and the receiver, at the same offset, finds
     // the same address modulo `align`.
-    let at = free.as_ptr() as usize;
-    if at % RECORD_ALIGN != 0 {
-        *attempt = Attempt::Misaligned;
-        return 0;
+    if !on_record_boundary(free) {
+        return Attempt::Misaligned;
     }
-    let payload_at = round_up(at + HEADER, align) - at;
+    let payload_at = payload_offset(free, align);
     if payload_at + round_up(len, RECORD_ALIGN) > free.len() {
-        return 0;
+        return Attempt::NoRoom;
     }
-    let Some(fill) = fill.take() else {
-        // Never reached: the closure is taken only by the attempt that
-        // commits, which ends the send.
-        return 0;
+    let record = &mut free[..payload_at + len];
+    // SAFETY: `record` is free bytes of the ring (the header, the padding
+    // and the `len` payload bytes), inside the mapping, that the channel
+    // lent this end to write (the receiver does not read them until they
+    // are published). `MaybeUninit<u8>` and `u8` have the same layout. The
+    // bytes are initialised: they are bytes of a `MAP_SHARED` mapping of a
+    // memfd, which the kernel fills with zeros where nothing was written,
+    // and which either side can only ever store bytes into; `u8` has no
+    // invalid values. A hostile receiver could store into them while
+    // `fill` writes; the values then change under `fill`, but every access
+    // stays inside the mapping and every byte is a valid `u8`.
+    let record =
+        unsafe { std::slice::from_raw_parts_mut(record.as_mut_ptr().cast::<u8>(), record.len()) };
+    let (head, payload) = record.split_at_mut(payload_at);
+    let mut frame = FrameMut {
+        bytes: payload,
+        tag: 0,
     };
-    let payload = &mut free[payload_at..payload_at + len];
-    // SAFETY: `payload` is `len` free bytes of the ring, inside the
-    // mapping, that the channel lent this end to write (the receiver does
-    // not read them until they are published). `MaybeUninit<u8>` and `u8`
-    // have the same layout. The bytes are initialised: they are bytes of a
-    // `MAP_SHARED` mapping of a memfd, which the kernel fills with zeros
-    // where nothing was written, and which either side can only ever store
-    // bytes into; `u8` has no invalid values. A hostile receiver could
-    // store into them while `fill` writes; the values then change under
-    // `fill`, but every access stays inside the mapping and every byte is a
-    // valid `u8`.
-    let bytes = unsafe { std::slice::from_raw_parts_mut(payload.as_mut_ptr().cast::<u8>(), len) };
-    let mut frame = FrameMut { bytes, tag: 0 };
     let committed = fill(&mut frame);
     assert!(
         committed <= len,
         "the closure said it wrote {committed} bytes into a frame of {len}"
     );
-    *tag = frame.tag;
+    // The header as three native words, `gap` and `marker` sharing the
+    // last, stored with one copy: three stores (with small frames, every
+    // store the producer makes counts).
+    let (gap, marker) = ((payload_at - HEADER) as u64, u64::from(MARKER));
+    let gap_and_marker = if cfg!(target_endian = "little") {
+        gap | marker << 32
+    } else {
+        gap << 32 | marker
+    };
     let mut header = [0u8; HEADER];
     header[0..8].copy_from_slice(&(committed as u64).to_ne_bytes());
     header[8..16].copy_from_slice(&frame.tag.to_ne_bytes());
-    header[16..20].copy_from_slice(&((payload_at - HEADER) as u32).to_ne_bytes());
-    header[20..24].copy_from_slice(&MARKER.to_ne_bytes());
-    for (slot, byte) in free[..HEADER].iter_mut().zip(header) {
-        slot.write(byte);
-    }
-    *attempt = Attempt::Sent(committed);
+    header[16..24].copy_from_slice(&gap_and_marker.to_ne_bytes());
+    head[..HEADER].copy_from_slice(&header);
     // The padding after the payload is published too (its bytes are
     // whatever was there), so that the next record starts on a multiple
     // of 8.
-    round_up(payload_at + committed, RECORD_ALIGN)
+    Attempt::Sent {
+        committed,
+        record: round_up(payload_at + committed, RECORD_ALIGN),
+    }
+}
+
+/// Where the payload of a record written at the start of `free` begins:
+/// after the header and the padding that aligns it to `align`.
+fn payload_offset(free: &[MaybeUninit<u8>], align: usize) -> usize {
+    let at = free.as_ptr() as usize;
+    round_up(at + HEADER, align) - at
 }
 
 impl fmt::Debug for FrameSender {
