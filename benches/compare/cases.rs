@@ -9,6 +9,8 @@ use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
 use crate::fan_in::{fdring_fan_in, unix_fan_in};
 use crate::floors::{floor_pingpong, floor_ring_pingpong, floor_stream};
 use crate::frames::{frame_cases, with_video_peers, VIDEO_GOALS};
+use crate::iceoryx::{iox_pingpong, iox_stream, FRAME_BUFFER, STREAM_BUFFER};
+use crate::ipc_channel::{ipc_frames, ipc_pingpong};
 use crate::many_rings::{many_rings, MANY_BATCH};
 use crate::ours::{fdring_pingpong, fdring_stream, threads, One};
 use crate::peers::{io_pingpong, io_stream, pipe, shmem_pingpong, shmem_stream, unix};
@@ -39,6 +41,17 @@ pub const MITEMS: Metric = ("Mitems/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const MJOBS: Metric = ("Mjobs/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const NS_RTT: Metric = ("ns/RTT", |c, r| r.secs / c.n as f64 * 1e9);
 pub const US_RTT: Metric = ("µs/RTT", |c, r| r.secs / c.n as f64 * 1e6);
+
+/// `frames_video`'s goals: the video peers' (`VIDEO_GOALS`, which
+/// `frames_layer_video` shares), then issue 15's.
+const FRAMES_VIDEO_GOALS: &[(&str, &str, f64)] = &[
+    VIDEO_GOALS[0],
+    VIDEO_GOALS[1],
+    VIDEO_GOALS[2],
+    VIDEO_GOALS[3],
+    ("iceoryx2", "≥", 1.0),
+    ("ipc-channel", "≥", 3.0),
+];
 
 pub fn cases(quick: bool) -> Vec<Case> {
     let q = |quick_n: u64, full_n: u64| if quick { quick_n } else { full_n };
@@ -80,12 +93,14 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("shmem-ipc", shmem_stream),
                 ("pipe 64KiB", |c| io_stream(c, pipe()?)),
                 ("rtrb/threads", |c| threads(c, rtrb::RingBuffer::new(CAP))),
+                ("iceoryx2", |c| iox_stream(c, STREAM_BUFFER)),
             ],
             goals: &[
                 ("floor SPSC", "≥", 0.9),
                 ("shmem-ipc", "≥", 1.0),
                 ("pipe 64KiB", "≥", 1.0),
                 ("rtrb/threads", "≥", 1.0),
+                ("iceoryx2", "≥", 1.0),
             ],
         },
         Case {
@@ -130,8 +145,9 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("fdring", fdring_pingpong),
                 ("floor cache line", floor_pingpong),
                 ("floor SPSC rings", floor_ring_pingpong),
+                ("iceoryx2", |c| iox_pingpong(c, false)),
             ],
-            goals: &[("floor cache line", "≤", 1.25)],
+            goals: &[("floor cache line", "≤", 1.25), ("iceoryx2", "≤", 1.0)],
         },
         Case {
             name: "pingpong_block",
@@ -153,12 +169,16 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("pipe", pipe_pp),
                 ("UnixStream", unix_pp),
                 ("shmem-ipc", shmem_pingpong),
+                ("iceoryx2", |c| iox_pingpong(c, true)),
+                ("ipc-channel", ipc_pingpong),
             ],
             goals: &[
                 ("floor eventfd", "≤", 1.10),
                 ("pipe", "≤", 1.0),
                 ("UnixStream", "≤", 1.0),
                 ("shmem-ipc", "≤", 1.0),
+                ("iceoryx2", "≤", 1.0),
+                ("ipc-channel", "≤", 0.333),
             ],
         },
         Case {
@@ -182,8 +202,11 @@ pub fn cases(quick: bool) -> Vec<Case> {
                         |t: Sender<Frame>| t,
                     )
                 }),
+                ("iceoryx2", |c| iox_stream(c, FRAME_BUFFER)),
+                ("iceoryx2 buf2", |c| iox_stream(c, 2)),
+                ("ipc-channel", ipc_frames),
             ]),
-            goals: VIDEO_GOALS,
+            goals: FRAMES_VIDEO_GOALS,
         },
         Case {
             name: "wakeups",

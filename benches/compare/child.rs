@@ -14,6 +14,8 @@ use crate::data::{pingpong_side, rx_side};
 use crate::fan_in::producer_side;
 use crate::floors::{Floor, FloorPair, Line, Shm};
 use crate::frames::{Packets, Prefixed, FRAME_ALIGN};
+use crate::iceoryx::{iox_pong, iox_stream_rx};
+use crate::ipc_channel::{ipc_frames_rx, ipc_pong};
 use crate::many_rings::{many_rx_side, MANY_RINGS};
 use crate::ours::{FdPair, One};
 use crate::peers::{shmem_open, Io, IoPair, Patience, ShmPair, ShmRx};
@@ -132,6 +134,11 @@ pub fn play(role: &str, c: &Cfg) -> Res<Run> {
             let tx = sharedring::Sender::open(capacity, m, e, f)?;
             pingpong_side(ShmPair(tx, rx), c, false, gate)
         }
+        "iox-stream" => iox_stream_rx(c, gate),
+        "iox-pong-spin" => iox_pong(c, false, gate),
+        "iox-pong-block" => iox_pong(c, true, gate),
+        "ipc-pong" => ipc_pong(c, gate),
+        "ipc-frames" => ipc_frames_rx(c, gate),
         _ => Err(format!("unknown role {role}").into()),
     }
 }

@@ -34,6 +34,8 @@
 //! | `ours` | fdring's contenders: items, one at a time, ping-pong, between threads |
 //! | `floors` | the least code that could do the job: bare SPSC, cache line, `memcpy` |
 //! | `peers` | the other crates and the kernel's own transports |
+//! | `iceoryx` | iceoryx2, configured as its own benchmarks configure it |
+//! | `ipc_channel` | Servo's ipc-channel, handed over through a one-shot server |
 //! | `many_rings` | one consumer thread serving many rings through `mio` |
 //! | `fleet` | one side against several peers: starting them together, joining them |
 //! | `sockets` | the topologies' `UnixStream`s: words out of a byte stream, fair turns under `mio` |
@@ -59,6 +61,8 @@ mod fan_in;
 mod fleet;
 mod floors;
 mod frames;
+mod iceoryx;
+mod ipc_channel;
 mod many_rings;
 mod ours;
 mod peers;
