@@ -6,12 +6,13 @@ use std::time::Duration;
 use fdring::{Builder, Sender, DEFAULT_SPIN};
 
 use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
+use crate::create_open::{fdring_create_open, iox_create_open, SIZES};
 use crate::fan_in::{fdring_fan_in, unix_fan_in};
 use crate::floors::{floor_pingpong, floor_ring_pingpong, floor_stream};
 use crate::frames::{frame_cases, with_video_peers, VIDEO_GOALS};
 use crate::iceoryx::{iox_pingpong, iox_stream, FRAME_BUFFER, STREAM_BUFFER};
 use crate::ipc_channel::{ipc_frames, ipc_pingpong};
-use crate::many_rings::{many_rings, MANY_BATCH};
+use crate::many_rings::{many_rings, MANY_BATCH, MANY_RINGS, MANY_RINGS_4096};
 use crate::ours::{fdring_pingpong, fdring_stream, threads, One};
 use crate::peers::{io_pingpong, io_stream, pipe, shmem_pingpong, shmem_stream, unix};
 use crate::process::{Cfg, Run};
@@ -244,7 +245,24 @@ pub fn cases(quick: bool) -> Vec<Case> {
             },
             metrics: &[GBPS],
             contenders: vec![
-                ("fdring", many_rings),
+                ("fdring", |c| many_rings(c, MANY_RINGS)),
+                ("1 ring", |c| {
+                    let one = Cfg { chunk: CHUNK, ..*c };
+                    fdring_stream(&one, CAP, "fdring", |t: Sender<u64>| t)
+                }),
+            ],
+            goals: &[("1 ring", "≥", 0.8)],
+        },
+        Case {
+            name: "many_rings_4096",
+            cfg: Cfg {
+                n: q(1 << 26, 1 << 27),
+                chunk: MANY_BATCH,
+                ..base
+            },
+            metrics: &[GBPS],
+            contenders: vec![
+                ("fdring", |c| many_rings(c, MANY_RINGS_4096)),
                 ("1 ring", |c| {
                     let one = Cfg { chunk: CHUNK, ..*c };
                     fdring_stream(&one, CAP, "fdring", |t: Sender<u64>| t)
@@ -297,6 +315,29 @@ pub fn cases(quick: bool) -> Vec<Case> {
         },
         metrics: &[P50_US, P99_US],
         contenders: vec![("fdring", fdring_connects), ("UnixStream", unix_connects)],
+        goals: &[],
+    });
+    cases.push(Case {
+        name: "create_open",
+        cfg: Cfg {
+            n: q(40, 200),
+            ..base
+        },
+        metrics: &[P50_US, P99_US],
+        // The first contender is the one the ratios divide, so each size
+        // is its own case row group: fdring's rows against iceoryx2's of
+        // the same size are read from the table (see the goals below).
+        contenders: vec![
+            ("fdring 64KiB", |c| fdring_create_open(c, SIZES[0], true)),
+            ("fdring 1MiB", |c| fdring_create_open(c, SIZES[1], true)),
+            ("fdring 16MiB", |c| fdring_create_open(c, SIZES[2], true)),
+            ("fdring no-prefault 16MiB", |c| {
+                fdring_create_open(c, SIZES[2], false)
+            }),
+            ("iceoryx2 64KiB", |c| iox_create_open(c, SIZES[0])),
+            ("iceoryx2 1MiB", |c| iox_create_open(c, SIZES[1])),
+            ("iceoryx2 16MiB", |c| iox_create_open(c, SIZES[2])),
+        ],
         goals: &[],
     });
     cases

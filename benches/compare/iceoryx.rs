@@ -85,7 +85,7 @@ pub struct Domain {
 
 impl Domain {
     /// A domain no other run, of this bench or of another, uses.
-    fn fresh() -> Res<Domain> {
+    pub fn fresh() -> Res<Domain> {
         static RUNS: AtomicU64 = AtomicU64::new(0);
         static SWEEP: Once = Once::new();
         SWEEP.call_once(sweep_dead);
@@ -97,8 +97,13 @@ impl Domain {
     }
 
     /// The child's: its parent's, by name.
-    fn inherited() -> Res<Domain> {
+    pub fn inherited() -> Res<Domain> {
         Domain::named(std::env::var(DOMAIN_VAR)?)
+    }
+
+    /// The domain's name, for [`DOMAIN_VAR`].
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn named(name: String) -> Res<Domain> {
@@ -116,7 +121,7 @@ impl Domain {
 
     /// A node, as quiet as the benchmarks' (`LogLevel::Error`), leaving
     /// the bench's own signals alone.
-    fn node(&self) -> Res<Node<Ipc>> {
+    pub fn node(&self) -> Res<Node<Ipc>> {
         set_log_level(LogLevel::Error);
         let node = NodeBuilder::new()
             .config(&self.config)

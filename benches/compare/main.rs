@@ -42,6 +42,7 @@
 //! | `fan_in` | `fan_in_8`: eight producer processes, one consumer |
 //! | `worker_pool` | `worker_pool_4`: a dispatcher, four worker processes, the replies back |
 //! | `connect` | `connect_latency`: a service found by name, to the first item |
+//! | `create_open` | `create_open`: a ring made, handed to a running child, to the first item |
 //! | `frames` | the frame layer and its peers, and the frame cases |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
 //! | `report` | running a case round by round, the table, the goals, JSON |
@@ -56,6 +57,7 @@ use bytemuck::{Pod, Zeroable};
 mod cases;
 mod child;
 mod connect;
+mod create_open;
 mod data;
 mod fan_in;
 mod fleet;
@@ -74,7 +76,7 @@ mod worker_pool;
 
 use cases::cases;
 use child::child_main;
-use many_rings::{evented, MANY_BATCH, MANY_CAP, MANY_RINGS};
+use many_rings::{MANY_RINGS, MANY_RINGS_4096};
 use plots::plot;
 use process::{pin, PEER_CORE};
 use report::{goals, json_row, machine, print_row, run_case};
@@ -137,16 +139,23 @@ fn main() -> ExitCode {
         PEER_CORE.load(Ordering::Relaxed)
     );
     println!("ratio = fdring ÷ contender in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT or per connection: < 1 fdring is faster)");
-    if only.as_ref().map_or(true, |o| o == "many_rings") {
-        println!(
-            "many_rings: {MANY_RINGS} rings of {MANY_CAP} u64, at most {MANY_BATCH} items per ring per turn, through {}",
-            evented::HOW
-        );
+    for (name, rings) in [
+        ("many_rings", MANY_RINGS),
+        ("many_rings_4096", MANY_RINGS_4096),
+    ] {
+        if only.as_ref().map_or(true, |o| o == name) {
+            println!("{}", many_rings::header(name, rings));
+        }
     }
     let cases = cases(quick);
     if let Some(case) = cases.iter().find(|c| c.name == "connect_latency") {
         if only.as_ref().map_or(true, |o| o == case.name) {
             println!("{}", connect::header(case.cfg.n));
+        }
+    }
+    if let Some(case) = cases.iter().find(|c| c.name == "create_open") {
+        if only.as_ref().map_or(true, |o| o == case.name) {
+            println!("{}", create_open::header(case.cfg.n));
         }
     }
     for case in cases.iter() {
@@ -178,6 +187,9 @@ fn main() -> ExitCode {
         }
         let case_rows = run_case(&case, rounds);
         verdicts.extend(goals(&case, &case_rows));
+        if case.name == "create_open" {
+            verdicts.extend(create_open::goals(&case_rows));
+        }
         rows.extend(case_rows);
     }
     println!("\ngoals (BENCHMARKS.md, unless marked):");
