@@ -245,9 +245,14 @@ fn open_fds() -> Res<usize> {
     Ok(std::fs::read_dir("/proc/self/fd")?.count())
 }
 
-/// A field of `/proc/self/status` in KiB (`VmRSS`, `VmSize`).
+/// A field of `/proc/self/status` (`VmRSS`, `VmSize`) or, with a path,
+/// of another such file, in KiB.
 fn status_kib(field: &str) -> Res<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
+    kib_in("/proc/self/status", field)
+}
+
+fn kib_in(path: &str, field: &str) -> Res<u64> {
+    let status = std::fs::read_to_string(path)?;
     let line = status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
@@ -262,20 +267,25 @@ fn footprint(rings: usize) -> Res<String> {
     raise_fd_limit();
     let builder = Builder::new().capacity(MANY_CAP);
     let (fds, rss, size) = (open_fds()?, status_kib("VmRSS")?, status_kib("VmSize")?);
+    // The memfds' pages are shared memory, counted once machine-wide
+    // (other processes move it a little too).
+    let shmem = kib_in("/proc/meminfo", "Shmem")?;
     let ends = (0..rings)
         .map(|_| builder.build::<u64>())
         .collect::<Result<Vec<_>, _>>()?;
     let per = |after: u64, before: u64| (after - before) as f64 / rings as f64;
     let fds = per(open_fds()? as u64, fds as u64);
-    let (rss, size) = (
+    let (rss, size, shmem) = (
         per(status_kib("VmRSS")?, rss),
         per(status_kib("VmSize")?, size),
+        per(kib_in("/proc/meminfo", "Shmem")?, shmem),
     );
     drop(ends);
     Ok(format!(
-        "{fds:.1} fds per ring (each end: its memfd and its wake-up socket), \
-         per ring with both ends mapped here: {rss:.0} KiB resident, {size:.0} KiB of address space \
-         (the memfd is {} KiB: a header page and the data; each end maps the data twice)",
+        "{fds:.1} fds per ring (each end: its memfd and its wake-up socket); \
+         per ring, its memfd {} KiB (a header page and the data), machine-wide shared memory +{shmem:.0} KiB; \
+         with both ends mapped here, {rss:.0} KiB resident (each mapping of a page counts) \
+         and {size:.0} KiB of address space (each end maps the data twice)",
         (MANY_CAP * 8 + 4096) / 1024
     ))
 }
@@ -286,8 +296,8 @@ pub fn header(name: &str, rings: usize) -> String {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     format!(
         "{name}: {rings} rings of {MANY_CAP} u64, at most {MANY_BATCH} items per ring per turn, through {}; \
-         RLIMIT_NOFILE raised to {:?}; {footprint}",
+         soft RLIMIT_NOFILE raised to {}; {footprint}",
         evented::HOW,
-        limit.current
+        limit.current.map_or("unlimited".into(), |n| n.to_string())
     )
 }
