@@ -6,10 +6,13 @@ use std::time::Duration;
 use fdring::{Builder, Sender, DEFAULT_SPIN};
 
 use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
+use crate::create_open::{fdring_create_open, iox_create_open, SIZES};
 use crate::fan_in::{fdring_fan_in, unix_fan_in};
 use crate::floors::{floor_pingpong, floor_ring_pingpong, floor_stream};
 use crate::frames::{frame_cases, with_video_peers, VIDEO_GOALS};
-use crate::many_rings::{many_rings, MANY_BATCH};
+use crate::iceoryx::{iox_pingpong, iox_stream, FRAME_BUFFER, STREAM_BUFFER};
+use crate::ipc_channel::{ipc_frames, ipc_pingpong};
+use crate::many_rings::{many_rings, MANY_BATCH, MANY_RINGS, MANY_RINGS_4096};
 use crate::ours::{fdring_pingpong, fdring_stream, threads, One};
 use crate::peers::{io_pingpong, io_stream, pipe, shmem_pingpong, shmem_stream, unix};
 use crate::process::{Cfg, Run};
@@ -39,6 +42,17 @@ pub const MITEMS: Metric = ("Mitems/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const MJOBS: Metric = ("Mjobs/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const NS_RTT: Metric = ("ns/RTT", |c, r| r.secs / c.n as f64 * 1e9);
 pub const US_RTT: Metric = ("µs/RTT", |c, r| r.secs / c.n as f64 * 1e6);
+
+/// `frames_video`'s goals: the video peers' (`VIDEO_GOALS`, which
+/// `frames_layer_video` shares), then issue 15's.
+const FRAMES_VIDEO_GOALS: &[(&str, &str, f64)] = &[
+    VIDEO_GOALS[0],
+    VIDEO_GOALS[1],
+    VIDEO_GOALS[2],
+    VIDEO_GOALS[3],
+    ("iceoryx2", "≥", 1.0),
+    ("ipc-channel", "≥", 3.0),
+];
 
 pub fn cases(quick: bool) -> Vec<Case> {
     let q = |quick_n: u64, full_n: u64| if quick { quick_n } else { full_n };
@@ -83,12 +97,14 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("shmem-ipc", shmem_stream),
                 ("pipe 64KiB", |c| io_stream(c, pipe()?)),
                 ("rtrb/threads", |c| threads(c, rtrb::RingBuffer::new(CAP))),
+                ("iceoryx2", |c| iox_stream(c, STREAM_BUFFER)),
             ],
             goals: &[
                 ("floor SPSC", "≥", 0.9),
                 ("shmem-ipc", "≥", 1.0),
                 ("pipe 64KiB", "≥", 1.0),
                 ("rtrb/threads", "≥", 1.0),
+                ("iceoryx2", "≥", 1.0),
             ],
         },
         Case {
@@ -133,8 +149,9 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("fdring", fdring_pingpong),
                 ("floor cache line", floor_pingpong),
                 ("floor SPSC rings", floor_ring_pingpong),
+                ("iceoryx2", |c| iox_pingpong(c, false)),
             ],
-            goals: &[("floor cache line", "≤", 1.25)],
+            goals: &[("floor cache line", "≤", 1.25), ("iceoryx2", "≤", 1.0)],
         },
         Case {
             name: "pingpong_block",
@@ -156,12 +173,16 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("pipe", pipe_pp),
                 ("UnixStream", unix_pp),
                 ("shmem-ipc", shmem_pingpong),
+                ("iceoryx2", |c| iox_pingpong(c, true)),
+                ("ipc-channel", ipc_pingpong),
             ],
             goals: &[
                 ("floor eventfd", "≤", 1.10),
                 ("pipe", "≤", 1.0),
                 ("UnixStream", "≤", 1.0),
                 ("shmem-ipc", "≤", 1.0),
+                ("iceoryx2", "≤", 1.0),
+                ("ipc-channel", "≤", 0.333),
             ],
         },
         Case {
@@ -185,8 +206,11 @@ pub fn cases(quick: bool) -> Vec<Case> {
                         |t: Sender<Frame>| t,
                     )
                 }),
+                ("iceoryx2", |c| iox_stream(c, FRAME_BUFFER)),
+                ("iceoryx2 buf2", |c| iox_stream(c, 2)),
+                ("ipc-channel", ipc_frames),
             ]),
-            goals: VIDEO_GOALS,
+            goals: FRAMES_VIDEO_GOALS,
         },
         Case {
             name: "wakeups",
@@ -224,7 +248,24 @@ pub fn cases(quick: bool) -> Vec<Case> {
             },
             metrics: &[GBPS],
             contenders: vec![
-                ("fdring", many_rings),
+                ("fdring", |c| many_rings(c, MANY_RINGS)),
+                ("1 ring", |c| {
+                    let one = Cfg { chunk: CHUNK, ..*c };
+                    fdring_stream(&one, CAP, "fdring", |t: Sender<u64>| t)
+                }),
+            ],
+            goals: &[("1 ring", "≥", 0.8)],
+        },
+        Case {
+            name: "many_rings_4096",
+            cfg: Cfg {
+                n: q(1 << 26, 1 << 27),
+                chunk: MANY_BATCH,
+                ..base
+            },
+            metrics: &[GBPS],
+            contenders: vec![
+                ("fdring", |c| many_rings(c, MANY_RINGS_4096)),
                 ("1 ring", |c| {
                     let one = Cfg { chunk: CHUNK, ..*c };
                     fdring_stream(&one, CAP, "fdring", |t: Sender<u64>| t)
@@ -277,6 +318,29 @@ pub fn cases(quick: bool) -> Vec<Case> {
         },
         metrics: &[P50_US, P99_US],
         contenders: vec![("fdring", fdring_connects), ("UnixStream", unix_connects)],
+        goals: &[],
+    });
+    cases.push(Case {
+        name: "create_open",
+        cfg: Cfg {
+            n: q(40, 200),
+            ..base
+        },
+        metrics: &[P50_US, P99_US],
+        // The first contender is the one the ratios divide, so each size
+        // is its own case row group: fdring's rows against iceoryx2's of
+        // the same size are read from the table (see the goals below).
+        contenders: vec![
+            ("fdring 64KiB", |c| fdring_create_open(c, SIZES[0], true)),
+            ("fdring 1MiB", |c| fdring_create_open(c, SIZES[1], true)),
+            ("fdring 16MiB", |c| fdring_create_open(c, SIZES[2], true)),
+            ("fdring no-prefault 16MiB", |c| {
+                fdring_create_open(c, SIZES[2], false)
+            }),
+            ("iceoryx2 64KiB", |c| iox_create_open(c, SIZES[0])),
+            ("iceoryx2 1MiB", |c| iox_create_open(c, SIZES[1])),
+            ("iceoryx2 16MiB", |c| iox_create_open(c, SIZES[2])),
+        ],
         goals: &[],
     });
     cases

@@ -10,11 +10,14 @@ use fdring::{handoff, Builder};
 use shmem_ipc::sharedring;
 
 use crate::connect::{serve_fdring, serve_unix};
+use crate::create_open::{open_fdring, open_iox};
 use crate::data::{pingpong_side, rx_side};
 use crate::fan_in::producer_side;
 use crate::floors::{Floor, FloorPair, Line, Shm};
 use crate::frames::{frame_batches_rx, frames_rx, Packets, Prefixed};
-use crate::many_rings::{many_rx_side, MANY_RINGS};
+use crate::iceoryx::{iox_pong, iox_stream_rx};
+use crate::ipc_channel::{ipc_frames_rx, ipc_pong};
+use crate::many_rings::{many_rx_side, MANY_RINGS, RINGS_VAR};
 use crate::ours::{FdPair, One};
 use crate::peers::{shmem_open, Io, IoPair, Patience, ShmPair, ShmRx};
 use crate::process::{pin, Cfg, Gate, Run, FDS_VAR, PEER_CORE, RING_VAR};
@@ -58,8 +61,14 @@ pub fn play(role: &str, c: &Cfg) -> Res<Run> {
         "fdring" => rx_side(builder.open_receiver::<u64>(ring(0)?)?, c, gate),
         "connect-fdring" => serve_fdring(c, builder, gate),
         "connect-unix" => serve_unix(c, gate),
+        "create-open-fdring" => open_fdring(c, fds.remove(0), builder, gate),
+        "create-open-iox" => open_iox(c, fds.remove(0), gate),
         "fdring-many" => {
-            let rings = (0..MANY_RINGS)
+            let count = match std::env::var(RINGS_VAR) {
+                Ok(count) => count.parse()?,
+                Err(_) => MANY_RINGS,
+            };
+            let rings = (0..count)
                 .map(|i| Ok(builder.open_receiver::<u64>(ring(i)?)?))
                 .collect::<Res<Vec<_>>>()?;
             many_rx_side(rings, c, gate)
@@ -130,6 +139,11 @@ pub fn play(role: &str, c: &Cfg) -> Res<Run> {
             let tx = sharedring::Sender::open(capacity, m, e, f)?;
             pingpong_side(ShmPair(tx, rx), c, false, gate)
         }
+        "iox-stream" => iox_stream_rx(c, gate),
+        "iox-pong-spin" => iox_pong(c, false, gate),
+        "iox-pong-block" => iox_pong(c, true, gate),
+        "ipc-pong" => ipc_pong(c, gate),
+        "ipc-frames" => ipc_frames_rx(c, gate),
         _ => Err(format!("unknown role {role}").into()),
     }
 }

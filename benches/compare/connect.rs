@@ -51,11 +51,11 @@ const CONNECT_CAP: usize = 8192;
 
 /// The items carry `MARK + k`, so that a zeroed slot or a stale item from
 /// another connection is wrong data.
-const MARK: u64 = 0xfd00_c0de_0000_0000;
+pub const MARK: u64 = 0xfd00_c0de_0000_0000;
 
 /// The longest the parent waits for an item: far more than a connection
 /// takes, so that a broken listener fails the run instead of hanging it.
-const PATIENCE: Duration = Duration::from_secs(10);
+pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The metrics: a round's median and 99th percentile, in µs.
 pub const P50_US: Metric = ("µs/conn p50", |_, r| r.latency[0] * 1e6);
@@ -83,7 +83,7 @@ fn percentiles(mut times: Vec<Duration>) -> [f64; 2] {
 /// `connect_and_receive`, each timed from before the connect to the
 /// first item in hand, and checked; what it returns to keep (the ends) is
 /// dropped once the clock stopped. The side's counters are summed.
-fn connect_side<Ends>(
+pub fn connect_side<Ends>(
     c: &Cfg,
     gate: Gate,
     mut connect_and_receive: impl FnMut() -> Res<(u64, [u64; 2], Ends)>,

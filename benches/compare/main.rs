@@ -60,12 +60,15 @@
 //! | `ours` | fdring's contenders: items, one at a time, ping-pong, between threads |
 //! | `floors` | the least code that could do the job: bare SPSC, cache line, `memcpy` |
 //! | `peers` | the other crates and the kernel's own transports |
+//! | `iceoryx` | iceoryx2, configured as its own benchmarks configure it |
+//! | `ipc_channel` | Servo's ipc-channel, handed over through a one-shot server |
 //! | `many_rings` | one consumer thread serving many rings through `mio` |
 //! | `fleet` | one side against several peers: starting them together, joining them |
 //! | `sockets` | the topologies' `UnixStream`s: words out of a byte stream, fair turns under `mio` |
 //! | `fan_in` | `fan_in_8`: eight producer processes, one consumer |
 //! | `worker_pool` | `worker_pool_4`: a dispatcher, four worker processes, the replies back |
 //! | `connect` | `connect_latency`: a service found by name, to the first item |
+//! | `create_open` | `create_open`: a ring made, handed to a running child, to the first item |
 //! | `frames` | the frame layer and its peers, and the frame cases |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
 //! | `report` | running a case round by round, the table, the goals |
@@ -82,11 +85,14 @@ use bytemuck::{Pod, Zeroable};
 mod cases;
 mod child;
 mod connect;
+mod create_open;
 mod data;
 mod fan_in;
 mod fleet;
 mod floors;
 mod frames;
+mod iceoryx;
+mod ipc_channel;
 mod json;
 mod many_rings;
 mod ours;
@@ -101,7 +107,7 @@ mod worker_pool;
 use cases::cases;
 use child::child_main;
 use json::json_row;
-use many_rings::{evented, MANY_BATCH, MANY_CAP, MANY_RINGS};
+use many_rings::{MANY_RINGS, MANY_RINGS_4096};
 use plots::plot;
 use process::{pin, PEER_CORE};
 use report::{goals, machine, print_header, print_row, run_case};
@@ -170,16 +176,23 @@ fn main() -> ExitCode {
     println!("median, min–max: the contender's own, over the rounds");
     println!("ratio, min–max: paired, the median over rounds of fdring ÷ contender in the same round, in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT or per connection: < 1 fdring is faster)");
     println!("slow round: the case's floor (or fdring, in a case with no floor) worse than half its own median; listed under the case and left out of its ratios");
-    if only.as_ref().map_or(true, |o| o == "many_rings") {
-        println!(
-            "many_rings: {MANY_RINGS} rings of {MANY_CAP} u64, at most {MANY_BATCH} items per ring per turn, through {}",
-            evented::HOW
-        );
+    for (name, rings) in [
+        ("many_rings", MANY_RINGS),
+        ("many_rings_4096", MANY_RINGS_4096),
+    ] {
+        if only.as_ref().map_or(true, |o| o == name) {
+            println!("{}", many_rings::header(name, rings));
+        }
     }
     let cases = cases(quick);
     if let Some(case) = cases.iter().find(|c| c.name == "connect_latency") {
         if only.as_ref().map_or(true, |o| o == case.name) {
             println!("{}", connect::header(case.cfg.n));
+        }
+    }
+    if let Some(case) = cases.iter().find(|c| c.name == "create_open") {
+        if only.as_ref().map_or(true, |o| o == case.name) {
+            println!("{}", create_open::header(case.cfg.n));
         }
     }
     for case in cases.iter() {
@@ -208,6 +221,9 @@ fn main() -> ExitCode {
         }
         let case_rows = run_case(&case, rounds);
         verdicts.extend(goals(&case, &case_rows));
+        if case.name == "create_open" {
+            verdicts.extend(create_open::goals(&case_rows));
+        }
         rows.extend(case_rows);
     }
     println!("\ngoals (BENCHMARKS.md, unless marked):");

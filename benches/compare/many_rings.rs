@@ -6,13 +6,18 @@ use std::time::Duration;
 use fdring::{Builder, Receiver, Sender};
 
 use crate::data::{check, fill};
-use crate::process::{child, pair, Cfg, Gate, Run};
+use crate::process::{child_with_env, pair, Cfg, Gate, Run};
 use crate::Res;
 
 /// `many_rings`: the rings one consumer thread serves through one
 /// `mio::Poll`, their capacity in `u64` items (32 KiB each, 8 MiB in all),
 /// and the most items a ring gets per turn, on either side.
 pub const MANY_RINGS: usize = 256;
+/// `many_rings_4096`: as many rings as a busy server might hold, which
+/// needs a soft `RLIMIT_NOFILE` above the usual 1024.
+pub const MANY_RINGS_4096: usize = 4096;
+/// How the child learns how many rings it serves (`MANY_RINGS` if unset).
+pub const RINGS_VAR: &str = "FDRING_BENCH_RINGS";
 pub const MANY_CAP: usize = 4096;
 pub const MANY_BATCH: usize = 1024;
 
@@ -170,9 +175,9 @@ pub fn many_counters<E>(ends: &[E], stats: fn(&E) -> fdring::Stats) -> [u64; 2] 
     })
 }
 
-/// The parent's side: fills the rings, `c.words() / MANY_RINGS` items each.
+/// The parent's side: fills the rings, `c.words() / rings.len()` items each.
 pub fn many_tx_side(mut rings: Vec<Sender<u64>>, c: &Cfg, gate: Gate) -> Res<Run> {
-    let quota = c.words() / MANY_RINGS as u64;
+    let quota = c.words() / rings.len() as u64;
     let mut next = vec![0u64; rings.len()];
     let before = serve_rings(&mut rings, quota, gate, |i, tx| {
         let first = next[i];
@@ -187,9 +192,9 @@ pub fn many_tx_side(mut rings: Vec<Sender<u64>>, c: &Cfg, gate: Gate) -> Res<Run
     Run::side(true, before, many_counters(&rings, Sender::stats))
 }
 
-/// The child's side: one consumer thread, one `mio::Poll`, 256 rings.
+/// The child's side: one consumer thread, one `mio::Poll`, all the rings.
 pub fn many_rx_side(mut rings: Vec<Receiver<u64>>, c: &Cfg, gate: Gate) -> Res<Run> {
-    let quota = c.words() / MANY_RINGS as u64;
+    let quota = c.words() / rings.len() as u64;
     let mut next = vec![0u64; rings.len()];
     let mut diff = 0;
     let before = serve_rings(&mut rings, quota, gate, |i, rx| {
@@ -205,8 +210,9 @@ pub fn many_rx_side(mut rings: Vec<Receiver<u64>>, c: &Cfg, gate: Gate) -> Res<R
     Run::side(diff == 0, before, many_counters(&rings, Receiver::stats))
 }
 
-/// Raises this process's soft limit on open fds to its hard limit: 256
-/// rings hold about a thousand fds while they are handed over.
+/// Raises this process's soft limit on open fds to its hard limit, as a
+/// server of many rings would: 256 rings hold about a thousand fds while
+/// they are handed over, 4096 rings sixteen thousand.
 pub fn raise_fd_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);
@@ -216,18 +222,82 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// `many_rings`: the parent fills 256 rings from one `mio::Poll` (core 0);
-/// the child serves them all from one thread and one `mio::Poll` (core 1).
-pub fn many_rings(c: &Cfg) -> Res<Run> {
+/// `many_rings`: the parent fills `rings` rings from one `mio::Poll`
+/// (core 0); the child serves them all from one thread and one
+/// `mio::Poll` (core 1).
+pub fn many_rings(c: &Cfg, rings: usize) -> Res<Run> {
     raise_fd_limit();
     let builder = Builder::new().capacity(MANY_CAP).spin(c.spin);
-    let mut senders = Vec::with_capacity(MANY_RINGS);
-    let mut bundles = Vec::with_capacity(MANY_RINGS);
-    for _ in 0..MANY_RINGS {
+    let mut senders = Vec::with_capacity(rings);
+    let mut bundles = Vec::with_capacity(rings);
+    for _ in 0..rings {
         let (tx, rx) = builder.build::<u64>()?;
         senders.push(tx);
         bundles.push(rx.into_fds()?);
     }
-    let peer = child("fdring-many", c, bundles, vec![])?;
+    let count = rings.to_string();
+    let peer = child_with_env("fdring-many", c, bundles, vec![], &[(RINGS_VAR, &count)])?;
     pair(peer, |gate| many_tx_side(senders, c, gate))
+}
+
+/// The fds this process has open.
+fn open_fds() -> Res<usize> {
+    Ok(std::fs::read_dir("/proc/self/fd")?.count())
+}
+
+/// A field of `/proc/self/status` (`VmRSS`, `VmSize`) or, with a path,
+/// of another such file, in KiB.
+fn status_kib(field: &str) -> Res<u64> {
+    kib_in("/proc/self/status", field)
+}
+
+fn kib_in(path: &str, field: &str) -> Res<u64> {
+    let status = std::fs::read_to_string(path)?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+/// What one ring costs, measured by building `rings` of them here with
+/// both ends (as the parent holds them before the handoff) and reading
+/// `/proc/self/fd` and `/proc/self/status` before and after.
+fn footprint(rings: usize) -> Res<String> {
+    raise_fd_limit();
+    let builder = Builder::new().capacity(MANY_CAP);
+    let (fds, rss, size) = (open_fds()?, status_kib("VmRSS")?, status_kib("VmSize")?);
+    // The memfds' pages are shared memory, counted once machine-wide
+    // (other processes move it a little too).
+    let shmem = kib_in("/proc/meminfo", "Shmem")?;
+    let ends = (0..rings)
+        .map(|_| builder.build::<u64>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let per = |after: u64, before: u64| (after - before) as f64 / rings as f64;
+    let fds = per(open_fds()? as u64, fds as u64);
+    let (rss, size, shmem) = (
+        per(status_kib("VmRSS")?, rss),
+        per(status_kib("VmSize")?, size),
+        per(kib_in("/proc/meminfo", "Shmem")?, shmem),
+    );
+    drop(ends);
+    Ok(format!(
+        "{fds:.1} fds per ring (each end: its memfd and its wake-up socket); \
+         per ring, its memfd {} KiB (a header page and the data), machine-wide shared memory +{shmem:.0} KiB; \
+         with both ends mapped here, {rss:.0} KiB resident (each mapping of a page counts) \
+         and {size:.0} KiB of address space (each end maps the data twice)",
+        (MANY_CAP * 8 + 4096) / 1024
+    ))
+}
+
+/// What the report's header says about a `many_rings` case.
+pub fn header(name: &str, rings: usize) -> String {
+    let footprint = footprint(rings).unwrap_or_else(|e| format!("footprint not measured: {e}"));
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    format!(
+        "{name}: {rings} rings of {MANY_CAP} u64, at most {MANY_BATCH} items per ring per turn, through {}; \
+         soft RLIMIT_NOFILE raised to {}; {footprint}",
+        evented::HOW,
+        limit.current.map_or("unlimited".into(), |n| n.to_string())
+    )
 }

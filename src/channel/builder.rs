@@ -39,6 +39,7 @@ pub struct Builder {
     max_capacity: Option<usize>,
     type_tag: Option<u64>,
     huge_pages: bool,
+    prefault: bool,
     pub(super) mlock: bool,
     pub(super) spin: Duration,
 }
@@ -50,15 +51,16 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// Options with no capacity yet, no type tag, normal pages, no `mlock`,
-    /// [`DEFAULT_SPIN`], and rings of at most [`DEFAULT_MAX_DATA_BYTES`]
-    /// accepted by the `open_` calls.
+    /// Options with no capacity yet, no type tag, normal pages,
+    /// pre-faulted at creation, no `mlock`, [`DEFAULT_SPIN`], and rings of
+    /// at most [`DEFAULT_MAX_DATA_BYTES`] accepted by the `open_` calls.
     pub fn new() -> Builder {
         Builder {
             capacity: 0,
             max_capacity: None,
             type_tag: None,
             huge_pages: false,
+            prefault: true,
             mlock: false,
             spin: DEFAULT_SPIN,
         }
@@ -69,10 +71,11 @@ impl Builder {
     ///
     /// The ring's memory is committed when it is built: `build` faults in
     /// all of it (one header page, then `capacity * size_of::<T>()` bytes),
-    /// so that the stream never waits for a page fault, and refuses a ring
-    /// larger than the memory available (`MemAvailable` plus free swap,
-    /// within this process's cgroup limit) with
-    /// [`Exhaustion::Memory`](crate::Exhaustion::Memory), before it
+    /// so that the stream never waits for a page fault, unless
+    /// [`prefault(false)`](Self::prefault) leaves that to the first lap.
+    /// Either way it refuses a ring larger than the memory available
+    /// (`MemAvailable` plus free swap, within this process's cgroup limit)
+    /// with [`Exhaustion::Memory`](crate::Exhaustion::Memory), before it
     /// allocates anything.
     ///
     /// ```
@@ -151,6 +154,36 @@ impl Builder {
         self
     }
 
+    /// Whether [`build`](Self::build) faults the whole ring in (`true`, the
+    /// default) or leaves each page to be faulted on first touch.
+    ///
+    /// Pre-faulting makes creation cost about as much as writing the ring
+    /// once (a few milliseconds for 16 MiB) and spares the first lap of the
+    /// stream a page fault every 4 KiB. Without it, creation takes the same
+    /// time whatever the size, which suits a large ring that is created
+    /// often and seldom filled (a ring per request, sized for the worst
+    /// case); the first lap pays the faults instead, and the memory is
+    /// allocated as it is touched, so a machine that runs out of memory
+    /// meanwhile fails in the stream rather than in `build` (the up-front
+    /// check against the memory available is still made). Only `build`
+    /// pre-faults: the `open_` calls never do. [`mlock`](Self::mlock)
+    /// faults the pages in anyway.
+    ///
+    /// ```
+    /// // 16 MiB of u64s, faulted in as the stream first reaches them.
+    /// let (mut tx, mut rx) = fdring::Builder::new()
+    ///     .capacity(2 << 20)
+    ///     .prefault(false)
+    ///     .build::<u64>()?;
+    /// tx.send(7)?;
+    /// assert_eq!(rx.recv()?, 7);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn prefault(mut self, prefault: bool) -> Builder {
+        self.prefault = prefault;
+        self
+    }
+
     /// Locks this end's mapping into RAM (`mlock`) so that it never takes a
     /// page fault, for real-time audio.
     ///
@@ -214,7 +247,8 @@ impl Builder {
 
     /// Creates a ring in a new sealed memfd and returns its two ends.
     ///
-    /// The ring's memory is committed here: see
+    /// The ring's memory is committed here, unless
+    /// [`prefault(false)`](Self::prefault): see
     /// [`capacity`](Self::capacity).
     ///
     /// # Errors
@@ -286,8 +320,10 @@ impl Builder {
         memfd::seal(memfd.as_fd())?;
         // Allocate the pages now rather than on the first lap of the
         // stream, checking as it goes that the machine still has the
-        // memory (`docs/design.md`, "Pre-faulting").
-        mapping.populate(self.huge_pages)?;
+        // memory (`docs/design.md`, "Pre-faulting"), unless asked not to.
+        if self.prefault {
+            mapping.populate(self.huge_pages)?;
+        }
 
         let receiver_fds = Fds {
             memfd: dup(&memfd)?,
