@@ -773,8 +773,11 @@ fn tokio_async_merge_receives_from_children_until_every_source_ended_then_discon
     check.all_ended();
     let woken = finish_producers(fed.producers);
     eprintln!("8 rings of {ITEMS} items: the task was woken {woken} times");
+    // A merge arms late (it spins DEFAULT_SPIN over its sources first), so
+    // on a quiet machine the task may sleep only once or twice; at least
+    // one real wait must have happened for the test to mean anything.
     assert!(
-        woken >= 10,
+        woken >= 1,
         "the task was woken {woken} times: the test proved little"
     );
 }
