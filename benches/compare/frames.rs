@@ -13,7 +13,7 @@ use crate::data::{check, fill_init, rx_side, tx_side, Rx, Tx};
 use crate::floors::{floor_memcpy, floor_stream};
 use crate::ours::{fdring_stream, stats};
 use crate::peers::{io_stream, pipe, shmem_stream, unix};
-use crate::process::{child, child_with_env, pair, Cfg, Gate, Run};
+use crate::process::{child, child_with_env, pair, Cfg, Gate, Peer, Run};
 use crate::{Frame, Res, CAP, FRAME_RING, FRAME_WORDS};
 
 /// Payload alignment of the frame rings: a cache line, as the video and
@@ -53,9 +53,9 @@ impl Rx for FrameReceiver {
     }
 }
 
-/// The frame layer between two processes over a ring of `ring_bytes`,
-/// payloads aligned to `align`.
-pub fn fdring_frames(c: &Cfg, ring_bytes: usize, align: usize) -> Res<Run> {
+/// A byte ring of `ring_bytes` whose receiving end went to a child
+/// running `role`, told the payload alignment.
+fn frame_peer(role: &str, c: &Cfg, ring_bytes: usize, align: usize) -> Res<(Sender<u8>, Peer)> {
     let (tx, rx) = Builder::new()
         .capacity(ring_bytes)
         .spin(c.spin)
@@ -63,7 +63,14 @@ pub fn fdring_frames(c: &Cfg, ring_bytes: usize, align: usize) -> Res<Run> {
         .build::<u8>()?;
     let align_text = align.to_string();
     let env = [(ALIGN_VAR, align_text.as_str())];
-    let peer = child_with_env("fdring-framelayer", c, vec![rx.into_fds()?], vec![], &env)?;
+    let peer = child_with_env(role, c, vec![rx.into_fds()?], vec![], &env)?;
+    Ok((tx, peer))
+}
+
+/// The frame layer between two processes over a ring of `ring_bytes`,
+/// payloads aligned to `align`.
+pub fn fdring_frames(c: &Cfg, ring_bytes: usize, align: usize) -> Res<Run> {
+    let (tx, peer) = frame_peer("fdring-framelayer", c, ring_bytes, align)?;
     pair(peer, |gate| {
         tx_side(FrameSender::with_align(tx, align), c, gate)
     })
@@ -149,14 +156,7 @@ impl Rx for Batched<FrameReceiver> {
 /// The frame layer between two processes with the batched calls, over a
 /// ring of `ring_bytes`, payloads aligned to `align`.
 pub fn fdring_frame_batches(c: &Cfg, ring_bytes: usize, align: usize) -> Res<Run> {
-    let (tx, rx) = Builder::new()
-        .capacity(ring_bytes)
-        .spin(c.spin)
-        .mlock(c.mlock)
-        .build::<u8>()?;
-    let align_text = align.to_string();
-    let env = [(ALIGN_VAR, align_text.as_str())];
-    let peer = child_with_env("fdring-framebatches", c, vec![rx.into_fds()?], vec![], &env)?;
+    let (tx, peer) = frame_peer("fdring-framebatches", c, ring_bytes, align)?;
     let tx = Batched {
         end: FrameSender::with_align(tx, align),
         frame: c.wpm as usize,
@@ -378,7 +378,7 @@ pub fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
         // one frame per call (`send_frame_with`, `recv_frame_with`).
         sized(
             "frames_64",
-            frames(64 / 8, q(1 << 18, 1 << 20)),
+            frames(64 / 8, q(1 << 20, 1 << 22)),
             vec![
                 ("fdring", |c| fdring_frame_batches(c, FRAME_RING_BYTES, 8)),
                 ("fdring 1/call", |c| fdring_frames(c, FRAME_RING_BYTES, 8)),
