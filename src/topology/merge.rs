@@ -879,6 +879,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "real memfds and epoll: Miri has no memfd_create")]
     fn a_parked_source_that_gets_an_item_is_served_while_another_stays_busy() {
         let mut merge = Merge::new().unwrap().budget(16);
         let (mut busy_tx, busy_rx) = crate::channel::<u64>(4096).unwrap();
