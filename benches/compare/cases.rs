@@ -9,15 +9,16 @@ use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
 use crate::create_open::{fdring_create_open, iox_create_open, SIZES};
 use crate::fan_in::{fdring_fan_in, unix_fan_in};
 use crate::floors::{floor_pingpong, floor_ring_pingpong, floor_stream};
-use crate::frames::{frame_cases, with_video_peers, VIDEO_GOALS};
-use crate::iceoryx::{iox_pingpong, iox_stream, FRAME_BUFFER, STREAM_BUFFER};
-use crate::ipc_channel::{ipc_frames, ipc_pingpong};
+use crate::frames::frame_cases;
+use crate::iceoryx::{iox_pingpong, iox_stream, STREAM_BUFFER};
+use crate::ipc_channel::ipc_pingpong;
 use crate::many_rings::{many_rings, MANY_BATCH, MANY_RINGS, MANY_RINGS_4096};
 use crate::ours::{fdring_pingpong, fdring_stream, threads, One};
 use crate::peers::{io_pingpong, io_stream, pipe, shmem_pingpong, shmem_stream, unix};
 use crate::process::{Cfg, Run};
+use crate::video::video_cases;
 use crate::worker_pool::{crossbeam_pool, fdring_pool, unix_pool, POOL_BATCH};
-use crate::{Frame, Res, BURST, CAP, CHUNK, FRAME_RING, FRAME_WORDS};
+use crate::{Res, BURST, CAP, CHUNK};
 
 pub type Contender = fn(&Cfg) -> Res<Run>;
 pub type Metric = (&'static str, fn(&Cfg, &Run) -> f64);
@@ -37,22 +38,11 @@ pub struct Case {
 /// team's.
 pub const OWN_GOALS: &[&str] = &["frames_64k"];
 
-pub const GBPS: Metric = ("GB/s", |c, r| c.words() as f64 * 8.0 / r.secs / 1e9);
+pub const GBPS: Metric = ("GB/s", |c, r| c.timed_words() as f64 * 8.0 / r.secs / 1e9);
 pub const MITEMS: Metric = ("Mitems/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const MJOBS: Metric = ("Mjobs/s", |c, r| c.n as f64 / r.secs / 1e6);
 pub const NS_RTT: Metric = ("ns/RTT", |c, r| r.secs / c.n as f64 * 1e9);
 pub const US_RTT: Metric = ("µs/RTT", |c, r| r.secs / c.n as f64 * 1e6);
-
-/// `frames_video`'s goals: the video peers' (`VIDEO_GOALS`, which
-/// `frames_layer_video` shares), then issue 15's.
-const FRAMES_VIDEO_GOALS: &[(&str, &str, f64)] = &[
-    VIDEO_GOALS[0],
-    VIDEO_GOALS[1],
-    VIDEO_GOALS[2],
-    VIDEO_GOALS[3],
-    ("iceoryx2", "≥", 1.0),
-    ("ipc-channel", "≥", 3.0),
-];
 
 pub fn cases(quick: bool) -> Vec<Case> {
     let q = |quick_n: u64, full_n: u64| if quick { quick_n } else { full_n };
@@ -64,6 +54,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
         busy: false,
         burst: u64::MAX,
         mlock: false,
+        warm: 0,
     };
     let pipe_pp: Contender = |c| {
         let ((ping_w, ping_r), (pong_w, pong_r)) = (pipe()?, pipe()?);
@@ -186,33 +177,6 @@ pub fn cases(quick: bool) -> Vec<Case> {
             ],
         },
         Case {
-            name: "frames_video",
-            cfg: Cfg {
-                n: q(30, 120),
-                wpm: FRAME_WORDS as u64,
-                chunk: FRAME_WORDS,
-                ..base
-            },
-            metrics: &[GBPS],
-            contenders: with_video_peers(vec![
-                ("fdring", |c| {
-                    fdring_stream(c, FRAME_RING, "fdring-frames", |t: Sender<Frame>| t)
-                }),
-                ("fdring/mlock", |c| {
-                    fdring_stream(
-                        &Cfg { mlock: true, ..*c },
-                        FRAME_RING,
-                        "fdring-frames",
-                        |t: Sender<Frame>| t,
-                    )
-                }),
-                ("iceoryx2", |c| iox_stream(c, FRAME_BUFFER)),
-                ("iceoryx2 buf2", |c| iox_stream(c, 2)),
-                ("ipc-channel", ipc_frames),
-            ]),
-            goals: FRAMES_VIDEO_GOALS,
-        },
-        Case {
             name: "wakeups",
             cfg: Cfg {
                 n: q(2_000_000, 10_000_000),
@@ -308,6 +272,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
             goals: &[("unix+mio", "≥", 1.0), ("crossbeam/threads", "≥", 1.0)],
         },
     ];
+    cases.extend(video_cases(quick, base));
     cases.extend(frame_cases(quick, base));
     cases.push(Case {
         // BENCHMARKS.md sets no goal for it: only the rows.

@@ -34,7 +34,10 @@ pub fn child_main(args: &[String]) -> ExitCode {
         play(role, &Cfg::parse(cfg)?)
     })();
     match result {
-        Ok(r) => println!("done {} {} {} {}", r.ok, r.allocs, r.writes, r.sleeps),
+        Ok(r) => println!(
+            "done {} {} {} {} {}",
+            r.ok, r.allocs, r.writes, r.sleeps, r.warm_at
+        ),
         Err(e) => println!("error {e}"),
     }
     ExitCode::SUCCESS

@@ -5,7 +5,7 @@
 
 use std::mem::MaybeUninit;
 
-use crate::process::{Cfg, Gate, Run};
+use crate::process::{monotonic_ns, Cfg, Gate, Run};
 use crate::{Res, PAUSE};
 
 pub fn fill(words: &mut [MaybeUninit<u64>], first: u64) {
@@ -69,15 +69,21 @@ pub fn tx_side(mut tx: impl Tx, c: &Cfg, gate: Gate) -> Res<Run> {
     Run::side(true, before, tx.counters())
 }
 
+/// The receiving side of a stream. With a warm-up (`c.warm`), it notes
+/// when it has the first `c.warm` messages: the run is timed from there.
 pub fn rx_side(mut rx: impl Rx, c: &Cfg, gate: Gate) -> Res<Run> {
     let before = gate.open();
     let (total, mut next, mut diff) = (c.words(), 0, 0);
+    let (warm, mut warm_at) = (c.warm * c.wpm, 0);
     while next < total {
         let (k, d) = rx.take(next, c.chunk.min((total - next) as usize))?;
         next += k as u64;
         diff |= d;
+        if warm_at == 0 && warm > 0 && next >= warm {
+            warm_at = monotonic_ns();
+        }
     }
-    Run::side(diff == 0, before, rx.counters())
+    Ok(Run::side(diff == 0, before, rx.counters())?.warmed_at(warm_at))
 }
 
 pub fn pingpong_side(mut end: impl Duplex, c: &Cfg, pinger: bool, gate: Gate) -> Res<Run> {

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::data::{check, fill, pingpong_side, tx_side, Duplex, Rx, Tx};
-use crate::process::{child, pair, Cfg, Peer, Run};
+use crate::process::{child, monotonic_ns, pair, Cfg, Peer, Run};
 use crate::{Res, CAP, FRAME_RING, FRAME_WORDS};
 
 /// A memfd of one page of indices, each on a 128-byte line of its own,
@@ -243,12 +243,16 @@ pub fn floor_memcpy(c: &Cfg) -> Res<Run> {
     let mut frame = vec![0u64; FRAME_WORDS];
     pair(Peer::Alone, |gate| {
         let before = gate.open();
+        let mut warm_at = 0;
         for i in 0..c.n as usize {
+            if i as u64 == c.warm && c.warm > 0 {
+                warm_at = monotonic_ns();
+            }
             let at = i % FRAME_RING * FRAME_WORDS;
             frame.copy_from_slice(&source[at..at + FRAME_WORDS]);
             std::hint::black_box(&mut frame);
         }
         let last = (c.n as usize - 1) % FRAME_RING * FRAME_WORDS;
-        Run::side(check(&frame, last as u64) == 0, before, [0, 0])
+        Ok(Run::side(check(&frame, last as u64) == 0, before, [0, 0])?.warmed_at(warm_at))
     })
 }

@@ -1,6 +1,6 @@
-//! The frame cases: fdring's frame layer against the floor, a
-//! `SOCK_SEQPACKET` socket and a pipe with length prefixes, and the video
-//! case's peers and goals that both video cases share.
+//! The sized frame cases: fdring's frame layer against the floor, a
+//! `SOCK_SEQPACKET` socket and a pipe with length prefixes (the video
+//! cases, which use the frame layer too, are `video`'s).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -10,11 +10,11 @@ use fdring::{Builder, FrameReceiver, FrameSender, Receiver, Sender};
 
 use crate::cases::{Case, Contender, Metric, GBPS};
 use crate::data::{check, fill_init, rx_side, tx_side, Rx, Tx};
-use crate::floors::{floor_memcpy, floor_stream};
-use crate::ours::{fdring_stream, stats};
-use crate::peers::{io_stream, pipe, shmem_stream, unix};
+use crate::floors::floor_stream;
+use crate::ours::stats;
+use crate::peers::pipe;
 use crate::process::{child, child_with_env, pair, Cfg, Gate, Peer, Run};
-use crate::{Frame, Res, CAP, FRAME_RING, FRAME_WORDS};
+use crate::{Res, CAP};
 
 /// Payload alignment of the frame rings: a cache line, as the video and
 /// audio examples use.
@@ -286,29 +286,9 @@ pub fn prefixed_pipe(c: &Cfg) -> Res<Run> {
     })
 }
 
-/// The floor and the peers of BENCHMARKS.md's `frames_video`, raced by
-/// both video cases (fdring's items and its frame layer), and their goals.
-pub const VIDEO_PEERS: [(&str, Contender); 4] = [
-    ("floor memcpy", floor_memcpy),
-    ("UnixStream", |c| io_stream(c, unix()?)),
-    ("pipe", |c| io_stream(c, pipe()?)),
-    ("shmem-ipc u8", shmem_stream),
-];
-pub fn with_video_peers(mut own: Vec<(&'static str, Contender)>) -> Vec<(&'static str, Contender)> {
-    own.extend(VIDEO_PEERS);
-    own
-}
-pub const VIDEO_GOALS: &[(&str, &str, f64)] = &[
-    ("floor memcpy", "≥", 0.8),
-    ("UnixStream", "≥", 2.0),
-    ("pipe", "≥", 2.0),
-    ("shmem-ipc u8", "≥", 1.0),
-];
-
 pub const KFRAMES: Metric = ("kframes/s", |c, r| c.n as f64 / r.secs / 1e3);
 
-/// The frame cases: the video case of BENCHMARKS.md through the frame
-/// layer, and 64-byte, 1 KiB and 64 KiB frames against the floor SPSC
+/// The sized frame cases: 64-byte, 1 KiB and 64 KiB frames against the floor SPSC
 /// (which publishes one frame's worth of words per call), a
 /// `SOCK_SEQPACKET` socket and a pipe with length prefixes. The goals of
 /// `frames_64` and `frames_1k` are BENCHMARKS.md's (issue 15: fdring with
@@ -357,23 +337,6 @@ pub fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
         ..base
     };
     vec![
-        Case {
-            // `frames_video`, with fdring's frame layer as "fdring": a ring
-            // of four frame records (`FrameSender::capacity_for`).
-            name: "frames_layer_video",
-            cfg: frames(FRAME_WORDS, q(30, 120)),
-            metrics: &[GBPS],
-            contenders: with_video_peers(vec![
-                ("fdring", |c| {
-                    let ring = FrameSender::capacity_for(FRAME_RING, FRAME_WORDS * 8, FRAME_ALIGN);
-                    fdring_frames(c, ring, FRAME_ALIGN)
-                }),
-                ("fdring items", |c| {
-                    fdring_stream(c, FRAME_RING, "fdring-frames", |t: Sender<Frame>| t)
-                }),
-            ]),
-            goals: VIDEO_GOALS,
-        },
         // Small frames: "fdring" with the batched calls, "fdring 1/call"
         // one frame per call (`send_frame_with`, `recv_frame_with`).
         sized(

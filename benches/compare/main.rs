@@ -28,6 +28,10 @@
 //! cases (`fan_in_8`, `worker_pool_4`) the parent is the one consumer or
 //! dispatcher, alone on core 0, and its several children share core 1.
 //!
+//! The video cases move a few frames off the clock first (`video`'s
+//! `WARM`): a run is timed from when its receiver had them, so that every
+//! contender is raced with its shared memory already touched.
+//!
 //! In `pingpong_block` the "fdring" row spins 0 µs, so that every receive
 //! sleeps on its wake-up socket as its floor sleeps on an eventfd; "fdring spin 20µs" is the
 //! default. In `frames_video`, "fdring/mlock" locks (and so pre-faults) both
@@ -69,7 +73,8 @@
 //! | `worker_pool` | `worker_pool_4`: a dispatcher, four worker processes, the replies back |
 //! | `connect` | `connect_latency`: a service found by name, to the first item |
 //! | `create_open` | `create_open`: a ring made, handed to a running child, to the first item |
-//! | `frames` | the frame layer and its peers, and the frame cases |
+//! | `frames` | the frame layer and its peers, and the sized frame cases |
+//! | `video` | the video cases: 1080p frames through items and the frame layer, room for 4 and for 2, after a warm-up |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
 //! | `report` | running a case round by round, the table, the goals |
 //! | `json` | the rows of `--json` |
@@ -102,6 +107,7 @@ mod plots;
 mod process;
 mod report;
 mod sockets;
+mod video;
 mod worker_pool;
 
 use cases::cases;

@@ -40,11 +40,24 @@ pub struct Cfg {
     pub burst: u64,
     /// fdring rings locked in memory, so that no page faults while streaming.
     pub mlock: bool,
+    /// Messages moved before the clock starts (of the `n`): the receiver
+    /// notes when it has them, and the run is timed from there to its end,
+    /// so that every contender is timed in its steady state, its shared
+    /// memory touched once (see `rx_side`).
+    pub warm: u64,
 }
 
 impl Cfg {
     pub fn words(&self) -> u64 {
         self.n * self.wpm
+    }
+
+    /// The messages and words the clock sees: those after the warm-up.
+    pub fn timed_n(&self) -> u64 {
+        self.n - self.warm
+    }
+    pub fn timed_words(&self) -> u64 {
+        self.timed_n() * self.wpm
     }
 
     pub fn args(&self) -> Vec<String> {
@@ -57,6 +70,7 @@ impl Cfg {
             self.busy as u64,
             self.burst,
             self.mlock as u64,
+            self.warm,
         ];
         v.iter().map(u64::to_string).collect()
     }
@@ -66,8 +80,8 @@ impl Cfg {
             .iter()
             .map(|a| a.parse())
             .collect::<Result<Vec<u64>, _>>()?;
-        let [n, wpm, chunk, spin, busy, burst, mlock] = v[..] else {
-            return Err("the child needs 7 numbers".into());
+        let [n, wpm, chunk, spin, busy, burst, mlock, warm] = v[..] else {
+            return Err("the child needs 8 numbers".into());
         };
         let (chunk, spin, busy, mlock) = (
             chunk as usize,
@@ -83,8 +97,16 @@ impl Cfg {
             busy,
             burst,
             mlock,
+            warm,
         })
     }
+}
+
+/// The system-wide monotonic clock in nanoseconds: a time one process
+/// takes and another compares with its own.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// What one side (or, summed, one run) did.
@@ -98,6 +120,9 @@ pub struct Run {
     /// `connect_latency`: the median and the 99th percentile, in seconds,
     /// of the round's connections, each timed by the side that connects.
     pub latency: [f64; 2],
+    /// When the receiver had its warm-up messages ([`monotonic_ns`]); 0
+    /// with no warm-up. The run is then timed from here.
+    pub warm_at: u64,
 }
 
 impl Run {
@@ -111,7 +136,22 @@ impl Run {
             writes,
             sleeps,
             latency: [0.0; 2],
+            warm_at: 0,
         })
+    }
+
+    /// This side with its warm-up's end noted.
+    pub fn warmed_at(self, warm_at: u64) -> Run {
+        Run { warm_at, ..self }
+    }
+}
+
+/// A run's time: `secs` from the start, or from the end of the warm-up
+/// (`warm_at`) to `now` if the receiver noted one.
+fn timed(secs: f64, now: u64, warm_at: u64) -> f64 {
+    match warm_at {
+        0 => secs,
+        at => now.saturating_sub(at) as f64 / 1e9,
     }
 }
 
@@ -159,27 +199,31 @@ impl Peer {
                 ..Run::default()
             }),
             Peer::Thread(handle) => {
-                let run = handle.join().map_err(|_| "the peer thread panicked")?;
+                let run = handle.join().map_err(|_| "the peer thread panicked")??;
                 Ok(Run {
-                    secs: secs(),
-                    ..run?
+                    secs: timed(secs(), monotonic_ns(), run.warm_at),
+                    ..run
                 })
             }
             Peer::Process(mut child, mut out) => {
                 let mut line = String::new();
                 out.read_line(&mut line)?;
-                let secs = secs();
+                let (secs, now) = (secs(), monotonic_ns());
                 child.wait()?;
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words[..] {
-                    ["done", ok, a, w, s] => Ok(Run {
-                        ok: ok.parse()?,
-                        allocs: a.parse()?,
-                        writes: w.parse()?,
-                        sleeps: s.parse()?,
-                        secs,
-                        latency: [0.0; 2],
-                    }),
+                    ["done", ok, a, w, s, warm_at] => {
+                        let warm_at: u64 = warm_at.parse()?;
+                        Ok(Run {
+                            ok: ok.parse()?,
+                            allocs: a.parse()?,
+                            writes: w.parse()?,
+                            sleeps: s.parse()?,
+                            secs: timed(secs, now, warm_at),
+                            latency: [0.0; 2],
+                            warm_at,
+                        })
+                    }
                     _ => Err(format!("child: {}", line.trim_end()).into()),
                 }
             }
@@ -208,9 +252,15 @@ pub fn pair(peer: Peer, mine: impl FnOnce(Gate) -> Res<Run>) -> Res<Run> {
     if !(me.ok && them.ok) {
         return Err("wrong data received".into());
     }
+    // A side alone (a floor) notes its own warm-up's end.
+    let secs = match (them.warm_at, me.warm_at) {
+        (0, at) => timed(them.secs, monotonic_ns(), at),
+        _ => them.secs,
+    };
     Ok(Run {
         ok: true,
-        secs: them.secs,
+        secs,
+        warm_at: them.warm_at.max(me.warm_at),
         allocs: me.allocs + them.allocs,
         writes: me.writes + them.writes,
         sleeps: me.sleeps + them.sleeps,
