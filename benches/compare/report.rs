@@ -212,6 +212,9 @@ fn print_rounds(
                 let _ = write!(s, " (#{}), left out of the ratios", which.join(", #"));
             }
         }
+        None if !case.contenders.iter().any(|&(name, _)| name == "fdring") => {
+            s.push_str("; no row named fdring to divide: the goals below pair the rows")
+        }
         None if case.contenders.len() > 1 => s.push_str("; no ratio: fdring and the floor failed"),
         _ => s.push_str("; one contender, no ratio"),
     }
