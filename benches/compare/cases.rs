@@ -288,7 +288,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
     cases.push(Case {
         name: "create_open",
         cfg: Cfg {
-            n: q(40, 200),
+            n: q(20, 200),
             ..base
         },
         metrics: &[P50_US, P99_US],

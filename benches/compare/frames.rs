@@ -341,7 +341,7 @@ pub fn frame_cases(quick: bool, base: Cfg) -> Vec<Case> {
         // one frame per call (`send_frame_with`, `recv_frame_with`).
         sized(
             "frames_64",
-            frames(64 / 8, q(1 << 20, 1 << 22)),
+            frames(64 / 8, q(1 << 19, 1 << 22)),
             vec![
                 ("fdring", |c| fdring_frame_batches(c, FRAME_RING_BYTES, 8)),
                 ("fdring 1/call", |c| fdring_frames(c, FRAME_RING_BYTES, 8)),
