@@ -129,6 +129,8 @@ pub fn serve_rings<E: evented::End>(
     let mut queued = vec![true; ends.len()];
     let mut ready: VecDeque<usize> = (0..ends.len()).collect();
     let mut unfinished = ends.len();
+    // Turns in a row that found their ring idle.
+    let mut idle = 0;
     let before = gate.open();
     while unfinished > 0 {
         let timeout = if ready.is_empty() {
@@ -150,7 +152,24 @@ pub fn serve_rings<E: evented::End>(
         }
         for _ in 0..ready.len() {
             let Some(i) = ready.pop_front() else { break };
-            match evented::try_or_arm(&mut ends[i], |end| turn(i, end)) {
+            // Arm late, as `topology::Merge` does: a ring found idle goes
+            // back in the queue unarmed, and rings are armed (one by one)
+            // only once every queued ring was found idle in a row.
+            let result = match turn(i, &mut ends[i]) {
+                Err(fdring::Error::Empty | fdring::Error::Full) if idle <= ready.len() => {
+                    idle += 1;
+                    ready.push_back(i);
+                    continue;
+                }
+                Err(fdring::Error::Empty | fdring::Error::Full) => {
+                    evented::try_or_arm(&mut ends[i], |end| turn(i, end))
+                }
+                other => other,
+            };
+            if matches!(result, Ok(_)) {
+                idle = 0;
+            }
+            match result {
                 Ok(k) => {
                     moved[i] += k as u64;
                     if moved[i] >= quota {
