@@ -171,7 +171,9 @@ macro_rules! common_methods {
             self.inner.end.is_abandoned()
         }
 
-        #[doc = concat!("Ends the stream without giving up the end; see [`", $doc_side, "::close`].")]
+        /// Ends the stream from this side without giving up the end: marks
+        /// it closed in the header and wakes the peer if it sleeps, as a
+        /// drop would (see [`Sender::close`]). Idempotent.
         pub fn close(&mut self) {
             self.inner.end.close();
         }
