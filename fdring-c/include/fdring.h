@@ -164,9 +164,10 @@ const char *fdring_last_error_message(void);
 fdring_options fdring_options_default(void);
 
 // Reads the fds a parent handed to this process by name (the Rust
-// `fdring::handoff::inherit`): the environment variable
-// `FDRING_<NAME>=memfd,wake`, with both fds checked to be open and
-// inherited. The caller then owns them (pass them to a `_from_fds` call).
+// `fdring::handoff::inherit`): the environment variable `name`, holding
+// `memfd,wake` in decimal, with both fds checked to be open; they are
+// made close-on-exec again, and each name is taken once. The caller then
+// owns them (pass them to a `_from_fds` call).
 //
 // Errors: `FDRING_REJECTED` if the variable is missing or malformed or
 // the fds are not open; `FDRING_INVALID_ARGUMENT` for a name that is not

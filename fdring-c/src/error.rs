@@ -1,6 +1,6 @@
 //! Errors across the boundary: the codes (`fdring_error`), their mapping
-//! from [`fdring::Error`] (in one place, [`code_of`]), the message of the
-//! last failure per thread, and [`guard`], which every `extern "C"`
+//! from [`fdring::Error`] (in one place, `code_of`), the message of the
+//! last failure per thread, and `guard`, which every `extern "C"`
 //! function runs its body in so that no panic unwinds into C.
 
 use std::cell::RefCell;
