@@ -59,6 +59,11 @@ typedef enum {
   FDRING_UNKNOWN = 15,
 } fdring_error;
 
+// A connection to a peer process, on which rings are offered and taken.
+// Freed by `fdring_connection_free`; the rings negotiated on it outlive
+// it.
+typedef struct fdring_connection fdring_connection;
+
 // The receiving end of a ring of frames. One thread at a time; freed by
 // `fdring_frame_receiver_free`.
 typedef struct fdring_frame_receiver fdring_frame_receiver;
@@ -66,6 +71,10 @@ typedef struct fdring_frame_receiver fdring_frame_receiver;
 // The sending end of a ring of frames. One thread at a time; freed by
 // `fdring_frame_sender_free`.
 typedef struct fdring_frame_sender fdring_frame_sender;
+
+// A name other processes connect to. Freed by `fdring_listener_free`
+// (which releases the name).
+typedef struct fdring_listener fdring_listener;
 
 // The receiving end of a ring of items. One thread at a time; freed by
 // `fdring_receiver_free` (or given up by `fdring_receiver_into_fds`).
@@ -143,6 +152,16 @@ typedef struct {
   // Times this end slept on its wake-up socket.
   uint64_t sleeps;
 } fdring_stats;
+
+// The process at the other end of a connection, as the kernel saw it.
+typedef struct {
+  // Its process id (0 if outside this pid namespace).
+  uint32_t pid;
+  // Its effective user id.
+  uint32_t uid;
+  // Its effective group id.
+  uint32_t gid;
+} fdring_credentials;
 
 #ifdef __cplusplus
 extern "C" {
@@ -782,6 +801,182 @@ fdring_error fdring_sender_stats(const fdring_sender *tx, fdring_stats *out);
 //
 // `rx` is a live handle; `out` is writable.
 fdring_error fdring_receiver_stats(const fdring_receiver *rx, fdring_stats *out);
+
+// Binds `name` (in Linux's abstract socket namespace: nothing on the
+// filesystem, released when the listener is freed or the process dies).
+// Clients of the same user or root are accepted.
+//
+// Errors: `FDRING_IO` if the name is taken; `FDRING_INVALID_ARGUMENT`
+// for a name that is not UTF-8.
+//
+// # Safety
+//
+// `name` is a NUL-terminated string; `out` is writable.
+fdring_error fdring_listener_bind(const char *name, fdring_listener **out);
+
+// Waits for the next client and returns the connection.
+//
+// Errors: `FDRING_REJECTED` if the client is not allowed (it is told so),
+// `FDRING_IO`.
+//
+// # Safety
+//
+// `listener` is a live handle; `out` is writable.
+fdring_error fdring_listener_accept(fdring_listener *listener, fdring_connection **out);
+
+// Accepts a client if one is waiting: `FDRING_EMPTY` if none (poll
+// `fdring_listener_fd` for `POLLIN`), otherwise as
+// `fdring_listener_accept`.
+//
+// # Safety
+//
+// `listener` is a live handle; `out` is writable.
+fdring_error fdring_listener_try_accept(fdring_listener *listener, fdring_connection **out);
+
+// The listening socket, to poll for `POLLIN` (-1 for NULL).
+//
+// # Safety
+//
+// `listener` is NULL or a live handle.
+int32_t fdring_listener_fd(const fdring_listener *listener);
+
+// Frees the listener and releases its name. NULL is a no-op.
+//
+// # Safety
+//
+// `listener` is NULL or a live handle, not used again.
+void fdring_listener_free(fdring_listener *listener);
+
+// Connects to the listener bound to `name`, waiting up to `timeout_ns`
+// nanoseconds for it to appear and answer; each later call on the
+// connection waits up to the same time for the peer. The listener must be
+// of this user or root.
+//
+// Errors: `FDRING_TIMEOUT`, `FDRING_REJECTED` (refused, or not trusted),
+// `FDRING_IO`.
+//
+// # Safety
+//
+// `name` is a NUL-terminated string; `out` is writable.
+fdring_error fdring_connect(const char *name, uint64_t timeout_ns, fdring_connection **out);
+
+// The peer process's credentials, as the kernel reported them.
+//
+// # Safety
+//
+// `connection` is a live handle; `out` is writable.
+fdring_error fdring_connection_peer(const fdring_connection *connection, fdring_credentials *out);
+
+// Frees the connection; rings negotiated on it live on. NULL is a no-op.
+//
+// # Safety
+//
+// `connection` is NULL or a live handle, not used again.
+void fdring_connection_free(fdring_connection *connection);
+
+// Creates a ring of `options->capacity` items of `item_size` bytes
+// aligned to `item_align`, hands the peer its receiving end, and keeps
+// the sending end (`*tx`) once the peer took it.
+//
+// Errors: as for `fdring_channel`; `FDRING_REJECTED` if the peer expects
+// another ring (the message names the field and both values) or could
+// not open it; `FDRING_TIMEOUT`; `FDRING_DISCONNECTED` if it hung up.
+//
+// # Safety
+//
+// `connection` is a live handle; `options` is NULL or valid; `tx` is
+// writable.
+fdring_error fdring_connection_offer_receiver(fdring_connection *connection,
+                                              const fdring_options *options,
+                                              size_t item_size,
+                                              size_t item_align,
+                                              fdring_sender **tx);
+
+// Creates a ring, hands the peer its sending end, and keeps the
+// receiving end (`*rx`); as `fdring_connection_offer_receiver`.
+//
+// # Safety
+//
+// As for `fdring_connection_offer_receiver`.
+fdring_error fdring_connection_offer_sender(fdring_connection *connection,
+                                            const fdring_options *options,
+                                            size_t item_size,
+                                            size_t item_align,
+                                            fdring_receiver **rx);
+
+// Takes the receiving end of a ring the peer offers, which must hold
+// items of `item_size` bytes aligned to `item_align` (and carry
+// `options->type_tag` if `options->check_type_tag`); the offer's fds are
+// then validated as `fdring_receiver_from_fds` does.
+//
+// Errors: `FDRING_REJECTED` (the offer does not match, naming the field;
+// or its fds fail a check), `FDRING_TIMEOUT`, `FDRING_DISCONNECTED`.
+//
+// # Safety
+//
+// `connection` is a live handle; `options` is NULL or valid; `rx` is
+// writable.
+fdring_error fdring_connection_take_receiver(fdring_connection *connection,
+                                             const fdring_options *options,
+                                             size_t item_size,
+                                             size_t item_align,
+                                             fdring_receiver **rx);
+
+// Takes the sending end of a ring the peer offers; as
+// `fdring_connection_take_receiver`.
+//
+// # Safety
+//
+// As for `fdring_connection_take_receiver`.
+fdring_error fdring_connection_take_sender(fdring_connection *connection,
+                                           const fdring_options *options,
+                                           size_t item_size,
+                                           size_t item_align,
+                                           fdring_sender **tx);
+
+// Creates a frame ring of `options->capacity` bytes with payloads
+// aligned to `align` (0: 8), hands the peer its receiving end, and keeps
+// the sending end.
+//
+// # Safety
+//
+// As for `fdring_connection_offer_receiver`.
+fdring_error fdring_connection_offer_frame_receiver(fdring_connection *connection,
+                                                    const fdring_options *options,
+                                                    size_t align,
+                                                    fdring_frame_sender **tx);
+
+// Creates a frame ring, hands the peer its sending end, and keeps the
+// receiving end.
+//
+// # Safety
+//
+// As for `fdring_connection_offer_receiver`.
+fdring_error fdring_connection_offer_frame_sender(fdring_connection *connection,
+                                                  const fdring_options *options,
+                                                  size_t align,
+                                                  fdring_frame_receiver **rx);
+
+// Takes the receiving end of a frame ring the peer offers, with payloads
+// aligned to `align` (0: 8).
+//
+// # Safety
+//
+// As for `fdring_connection_take_receiver`.
+fdring_error fdring_connection_take_frame_receiver(fdring_connection *connection,
+                                                   const fdring_options *options,
+                                                   size_t align,
+                                                   fdring_frame_receiver **rx);
+
+// Takes the sending end of a frame ring the peer offers.
+//
+// # Safety
+//
+// As for `fdring_connection_take_receiver`.
+fdring_error fdring_connection_take_frame_sender(fdring_connection *connection,
+                                                 const fdring_options *options,
+                                                 size_t align,
+                                                 fdring_frame_sender **tx);
 
 #ifdef __cplusplus
 }  // extern "C"

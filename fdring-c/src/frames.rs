@@ -89,7 +89,7 @@ pub(crate) struct CallbackOverrun {
 
 /// The payload alignment both ends must agree on: 0 is the default (8);
 /// otherwise a power of two from 8 to 64.
-fn frame_align(align: usize) -> Result<usize, Failure> {
+pub(crate) fn frame_align(align: usize) -> Result<usize, Failure> {
     let align = if align == 0 { MIN_ALIGN } else { align };
     if align.is_power_of_two() && (MIN_ALIGN..=FrameSender::MAX_ALIGN).contains(&align) {
         Ok(align)

@@ -33,3 +33,4 @@ pub use error::fdring_error;
 pub use fds::{fdring_fds, fdring_options};
 pub use frames::{fdring_frame_receiver, fdring_frame_sender};
 pub use items::{fdring_receiver, fdring_sender, fdring_stats};
+pub use services::{fdring_connection, fdring_credentials, fdring_listener};

@@ -16,7 +16,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use fdring::{Builder, Error, FrameReceiver};
+use fdring::service::Listener;
+use fdring::{Builder, Error, Field, FrameReceiver, Rejection};
 
 /// The items the two stream tests move.
 const STREAM_ITEMS: u64 = 10_000_000;
@@ -81,8 +82,9 @@ fn sanitize() -> bool {
     std::env::var_os("FDRING_C_SANITIZE").is_some_and(|v| v == "1")
 }
 
-/// Compiles `tests/c/<source>` (C, or C++ for `.cpp`) into a program of
-/// its own name for this test, and returns its path.
+/// Compiles `<source>` (under `tests/c/`, or a path from this crate's
+/// directory; C, or C++ for `.cpp`) into a program of its own name for
+/// this test, and returns its path.
 fn build(source: &str, name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out_dir =
@@ -90,6 +92,11 @@ fn build(source: &str, name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).expect("creating the programs' directory");
     let out = out_dir.join(name);
     let cpp = source.ends_with(".cpp");
+    let source_path = if source.contains('/') {
+        dir.join(source)
+    } else {
+        dir.join("tests/c").join(source)
+    };
     let mut command = Command::new(if cpp { "g++" } else { "cc" });
     command
         .arg(if cpp { "-std=c++17" } else { "-std=c11" })
@@ -102,7 +109,7 @@ fn build(source: &str, name: &str) -> PathBuf {
         command.args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]);
     }
     command
-        .arg(dir.join("tests/c").join(source))
+        .arg(source_path)
         .arg(static_lib())
         .args(["-lpthread", "-ldl", "-lm"])
         .arg("-o")
@@ -288,4 +295,59 @@ fn killing_the_c_producer_disconnects_the_rust_consumer() {
         let _ = err.read_to_string(&mut stderr);
     }
     assert!(stderr.is_empty(), "the C producer said: {stderr}");
+}
+
+#[test]
+fn a_c_client_offers_a_ring_by_name_and_a_rust_listener_takes_it() {
+    let by_name = build("../examples/c/by_name.c", "by_name");
+    let name = format!("fdring-c-test-{}", std::process::id());
+    let listener = Listener::bind(&name).unwrap();
+    let mut command = program(&by_name);
+    command.args(["send", &name, "100000"]);
+    let child = spawn(command);
+
+    let mut connection = listener.accept().unwrap();
+    // The example names its item type with the tag 0x5e9.
+    let mut rx = connection
+        .take_receiver::<u64>(&Builder::new().type_tag(0x5e9))
+        .unwrap();
+    for i in 0..100_000u64 {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(i));
+    }
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(60)),
+        Err(Error::Disconnected)
+    );
+    let stdout = finish("by_name send", child);
+    assert_eq!(stdout, "by_name: sent 100000 items\n");
+}
+
+#[test]
+fn a_c_client_and_a_rust_listener_that_disagree_on_the_item_size_both_refuse() {
+    let by_name = build("../examples/c/by_name.c", "by_name_mismatch");
+    let name = format!("fdring-c-test-mismatch-{}", std::process::id());
+    let listener = Listener::bind(&name).unwrap();
+    let mut command = program(&by_name);
+    command.args(["send", &name, "10"]);
+    let child = spawn(command);
+
+    let mut connection = listener.accept().unwrap();
+    let refused = connection
+        .take_receiver::<u32>(&Builder::new())
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        Error::Rejected(Rejection::Mismatch {
+            field: Field::ItemSize,
+            offered: 8,
+            expected: 4
+        })
+    );
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("by_name: offering the ring: rejected:"),
+        "{stderr}"
+    );
 }
