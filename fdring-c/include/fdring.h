@@ -443,6 +443,102 @@ fdring_error fdring_frame_sender_stats(const fdring_frame_sender *tx, fdring_fra
 // `rx` is a live handle; `out` is writable.
 fdring_error fdring_frame_receiver_stats(const fdring_frame_receiver *rx, fdring_frame_stats *out);
 
+// Reserves a frame of `len` payload bytes to write before
+// `fdring_frame_commit`: `*payload` is a buffer of the handle with room
+// for `len` bytes, valid until the commit succeeds, the next reserve, or
+// the free. Never waits: the ring is reached at commit.
+//
+// This is the reserve / commit shape with one copy (at commit); the
+// callback calls (`fdring_frame_send_with`) write in place instead.
+//
+// Errors: `FDRING_FRAME_TOO_LARGE` if the ring can never hold `len` bytes
+// (see `fdring_frame_max_len`); `FDRING_EXHAUSTED` if the buffer cannot
+// be allocated.
+//
+// # Safety
+//
+// `tx` is a live handle; `payload` is writable.
+fdring_error fdring_frame_reserve(fdring_frame_sender *tx, size_t len, uint8_t **payload);
+
+// Sends the first `len` bytes of the frame reserved by
+// `fdring_frame_reserve` (at most its length), tagged `tag`, if there is
+// room now. On `FDRING_FULL` (or a timeout) the reservation stays: commit
+// again later.
+//
+// Errors: `FDRING_OVER_COMMIT` (no reservation, or `len` more than it),
+// `FDRING_FULL`, `FDRING_DISCONNECTED`, `FDRING_CORRUPTED`.
+//
+// # Safety
+//
+// `tx` is a live handle.
+fdring_error fdring_frame_try_commit(fdring_frame_sender *tx, size_t len, uint64_t tag);
+
+// As `fdring_frame_try_commit`, waiting for room.
+//
+// # Safety
+//
+// `tx` is a live handle.
+fdring_error fdring_frame_commit(fdring_frame_sender *tx, size_t len, uint64_t tag);
+
+// As `fdring_frame_commit`, giving up with `FDRING_TIMEOUT` after
+// `timeout_ns` nanoseconds (the reservation stays).
+//
+// # Safety
+//
+// `tx` is a live handle.
+fdring_error fdring_frame_commit_timeout(fdring_frame_sender *tx,
+                                         size_t len,
+                                         uint64_t tag,
+                                         uint64_t timeout_ns);
+
+// Receives the next frame, if one is ready, into a buffer of the handle:
+// `*payload` and `*len` are its bytes (valid until the next receive,
+// `fdring_frame_release` or the free), `*tag` its tag. This is the
+// receive / release shape with one copy (the frame is released from the
+// ring at once; the bounds are the crate's: at most the ring's size);
+// `fdring_frame_recv_with` reads in place instead.
+//
+// Errors: as for `fdring_frame_try_recv_with`; `FDRING_EXHAUSTED` if the
+// buffer cannot be allocated.
+//
+// # Safety
+//
+// `rx` is a live handle; `payload`, `len` and `tag` are writable.
+fdring_error fdring_frame_try_recv(fdring_frame_receiver *rx,
+                                   const uint8_t **payload,
+                                   size_t *len,
+                                   uint64_t *tag);
+
+// As `fdring_frame_try_recv`, waiting for a frame.
+//
+// # Safety
+//
+// As for `fdring_frame_try_recv`.
+fdring_error fdring_frame_recv(fdring_frame_receiver *rx,
+                               const uint8_t **payload,
+                               size_t *len,
+                               uint64_t *tag);
+
+// As `fdring_frame_recv`, giving up with `FDRING_TIMEOUT` after
+// `timeout_ns` nanoseconds.
+//
+// # Safety
+//
+// As for `fdring_frame_try_recv`.
+fdring_error fdring_frame_recv_timeout(fdring_frame_receiver *rx,
+                                       uint64_t timeout_ns,
+                                       const uint8_t **payload,
+                                       size_t *len,
+                                       uint64_t *tag);
+
+// Ends the use of the frame lent by `fdring_frame_recv`: its payload
+// pointer is invalid from now on.
+//
+// # Safety
+//
+// `rx` is a live handle.
+fdring_error fdring_frame_release(fdring_frame_receiver *rx);
+
 // Creates a ring of at least `options->capacity` items of `item_size`
 // bytes aligned to `item_align` (a power of two dividing the size) in a
 // new sealed memfd, and returns its two ends. `options` may be NULL for

@@ -6,6 +6,13 @@
 //! bytes it wrote (and may set the tag); the receiver's `read` is lent
 //! the next frame's payload in place. Every check of the frame layer
 //! (record headers, lengths, alignment) stays the crate's.
+//!
+//! The reserve / commit shape (`fdring_frame_reserve`, `fdring_frame_commit`;
+//! `fdring_frame_recv`, `fdring_frame_release`) is offered too, for code
+//! written that way, at the price of one copy: the payload is staged in a
+//! buffer of the handle and copied into the ring at commit (out of the
+//! ring at receive). See `docs/c.md` for why the frame layer itself has
+//! no pending reservation.
 
 use std::ffi::c_void;
 use std::os::fd::{AsFd, AsRawFd};
@@ -23,6 +30,10 @@ use crate::items::{handle, Wait};
 #[derive(Debug)]
 pub struct fdring_frame_sender {
     inner: FrameSender,
+    /// The payload of a frame reserved with `fdring_frame_reserve` and not
+    /// yet committed, and its length; empty and `None` otherwise.
+    staged: Vec<u8>,
+    reserved: Option<usize>,
 }
 
 /// The receiving end of a ring of frames. One thread at a time; freed by
@@ -30,6 +41,9 @@ pub struct fdring_frame_sender {
 #[derive(Debug)]
 pub struct fdring_frame_receiver {
     inner: FrameReceiver,
+    /// The payload of the frame lent by `fdring_frame_recv`, until the
+    /// next receive or `fdring_frame_release`.
+    held: Vec<u8>,
 }
 
 /// Writes a frame's payload in place: `payload` has room for `len` bytes
@@ -696,12 +710,257 @@ pub unsafe extern "C" fn fdring_frame_receiver_stats(
 
 impl fdring_frame_sender {
     pub(crate) fn boxed(inner: FrameSender) -> *mut fdring_frame_sender {
-        Box::into_raw(Box::new(fdring_frame_sender { inner }))
+        Box::into_raw(Box::new(fdring_frame_sender {
+            inner,
+            staged: Vec::new(),
+            reserved: None,
+        }))
     }
 }
 
 impl fdring_frame_receiver {
     pub(crate) fn boxed(inner: FrameReceiver) -> *mut fdring_frame_receiver {
-        Box::into_raw(Box::new(fdring_frame_receiver { inner }))
+        Box::into_raw(Box::new(fdring_frame_receiver {
+            inner,
+            held: Vec::new(),
+        }))
     }
+}
+
+/// Reserves a frame of `len` payload bytes to write before
+/// `fdring_frame_commit`: `*payload` is a buffer of the handle with room
+/// for `len` bytes, valid until the commit succeeds, the next reserve, or
+/// the free. Never waits: the ring is reached at commit.
+///
+/// This is the reserve / commit shape with one copy (at commit); the
+/// callback calls (`fdring_frame_send_with`) write in place instead.
+///
+/// Errors: `FDRING_FRAME_TOO_LARGE` if the ring can never hold `len` bytes
+/// (see `fdring_frame_max_len`); `FDRING_EXHAUSTED` if the buffer cannot
+/// be allocated.
+///
+/// # Safety
+///
+/// `tx` is a live handle; `payload` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_reserve(
+    tx: *mut fdring_frame_sender,
+    len: usize,
+    payload: *mut *mut u8,
+) -> fdring_error {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let tx = unsafe { handle(tx)? };
+        if payload.is_null() {
+            return Err(invalid("a NULL out-pointer"));
+        }
+        let max = tx.inner.max_frame_len();
+        if len > max {
+            return Err(fdring::Error::FrameTooLarge {
+                len: len as u64,
+                max: max as u64,
+            }
+            .into());
+        }
+        tx.reserved = None;
+        tx.staged.clear();
+        tx.staged.try_reserve_exact(len).map_err(|_| {
+            fdring::Error::Exhausted(fdring::Exhaustion::Allocation {
+                requested: len as u64,
+            })
+        })?;
+        tx.staged.resize(len, 0);
+        tx.reserved = Some(len);
+        // SAFETY: checked non-NULL; writable by the caller's contract.
+        unsafe { payload.write(tx.staged.as_mut_ptr()) };
+        Ok(())
+    })
+}
+
+/// The body of the commits.
+///
+/// # Safety
+///
+/// `tx` a live handle.
+unsafe fn commit(tx: *mut fdring_frame_sender, len: usize, tag: u64, wait: Wait) -> fdring_error {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let tx = unsafe { handle(tx)? };
+        let reserved = tx.reserved.unwrap_or(0);
+        if tx.reserved.is_none() || len > reserved {
+            return Err(fdring::Error::OverCommit {
+                count: len as u64,
+                lent: reserved as u64,
+            }
+            .into());
+        }
+        let bytes = &tx.staged[..len];
+        match wait {
+            Wait::Never => tx.inner.try_send_frame(tag, bytes),
+            Wait::Forever => tx.inner.send_frame(tag, bytes),
+            Wait::For(timeout) => tx.inner.send_frame_timeout(tag, bytes, timeout),
+        }?;
+        tx.reserved = None;
+        Ok(())
+    })
+}
+
+/// Sends the first `len` bytes of the frame reserved by
+/// `fdring_frame_reserve` (at most its length), tagged `tag`, if there is
+/// room now. On `FDRING_FULL` (or a timeout) the reservation stays: commit
+/// again later.
+///
+/// Errors: `FDRING_OVER_COMMIT` (no reservation, or `len` more than it),
+/// `FDRING_FULL`, `FDRING_DISCONNECTED`, `FDRING_CORRUPTED`.
+///
+/// # Safety
+///
+/// `tx` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_try_commit(
+    tx: *mut fdring_frame_sender,
+    len: usize,
+    tag: u64,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { commit(tx, len, tag, Wait::Never) }
+}
+
+/// As `fdring_frame_try_commit`, waiting for room.
+///
+/// # Safety
+///
+/// `tx` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_commit(
+    tx: *mut fdring_frame_sender,
+    len: usize,
+    tag: u64,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { commit(tx, len, tag, Wait::Forever) }
+}
+
+/// As `fdring_frame_commit`, giving up with `FDRING_TIMEOUT` after
+/// `timeout_ns` nanoseconds (the reservation stays).
+///
+/// # Safety
+///
+/// `tx` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_commit_timeout(
+    tx: *mut fdring_frame_sender,
+    len: usize,
+    tag: u64,
+    timeout_ns: u64,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { commit(tx, len, tag, Wait::nanos(timeout_ns)) }
+}
+
+/// The body of the holding receives.
+///
+/// # Safety
+///
+/// `rx` a live handle; the out-pointers writable.
+unsafe fn recv_held(
+    rx: *mut fdring_frame_receiver,
+    payload: *mut *const u8,
+    len: *mut usize,
+    tag: *mut u64,
+    wait: Wait,
+) -> fdring_error {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let rx = unsafe { handle(rx)? };
+        if payload.is_null() || len.is_null() || tag.is_null() {
+            return Err(invalid("a NULL out-pointer"));
+        }
+        rx.held.clear();
+        let got = match wait {
+            Wait::Never => rx.inner.try_recv_frame(&mut rx.held),
+            Wait::Forever => rx.inner.recv_frame(&mut rx.held),
+            Wait::For(timeout) => rx.inner.recv_frame_timeout(&mut rx.held, timeout),
+        }?;
+        // SAFETY: checked non-NULL; writable by the caller's contract.
+        unsafe {
+            payload.write(rx.held.as_ptr());
+            len.write(rx.held.len());
+            tag.write(got);
+        }
+        Ok(())
+    })
+}
+
+/// Receives the next frame, if one is ready, into a buffer of the handle:
+/// `*payload` and `*len` are its bytes (valid until the next receive,
+/// `fdring_frame_release` or the free), `*tag` its tag. This is the
+/// receive / release shape with one copy (the frame is released from the
+/// ring at once; the bounds are the crate's: at most the ring's size);
+/// `fdring_frame_recv_with` reads in place instead.
+///
+/// Errors: as for `fdring_frame_try_recv_with`; `FDRING_EXHAUSTED` if the
+/// buffer cannot be allocated.
+///
+/// # Safety
+///
+/// `rx` is a live handle; `payload`, `len` and `tag` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_try_recv(
+    rx: *mut fdring_frame_receiver,
+    payload: *mut *const u8,
+    len: *mut usize,
+    tag: *mut u64,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { recv_held(rx, payload, len, tag, Wait::Never) }
+}
+
+/// As `fdring_frame_try_recv`, waiting for a frame.
+///
+/// # Safety
+///
+/// As for `fdring_frame_try_recv`.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_recv(
+    rx: *mut fdring_frame_receiver,
+    payload: *mut *const u8,
+    len: *mut usize,
+    tag: *mut u64,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { recv_held(rx, payload, len, tag, Wait::Forever) }
+}
+
+/// As `fdring_frame_recv`, giving up with `FDRING_TIMEOUT` after
+/// `timeout_ns` nanoseconds.
+///
+/// # Safety
+///
+/// As for `fdring_frame_try_recv`.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_recv_timeout(
+    rx: *mut fdring_frame_receiver,
+    timeout_ns: u64,
+    payload: *mut *const u8,
+    len: *mut usize,
+    tag: *mut u64,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { recv_held(rx, payload, len, tag, Wait::nanos(timeout_ns)) }
+}
+
+/// Ends the use of the frame lent by `fdring_frame_recv`: its payload
+/// pointer is invalid from now on.
+///
+/// # Safety
+///
+/// `rx` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_release(rx: *mut fdring_frame_receiver) -> fdring_error {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        unsafe { handle(rx)? }.held.clear();
+        Ok(())
+    })
 }

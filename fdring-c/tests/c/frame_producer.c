@@ -3,8 +3,9 @@
  * FDRING_FRAMES. Usage: frame_producer COUNT
  *
  * Frame i has tag i and i % 1000 payload bytes, byte j being (i + j) % 251:
- * even frames are written in place through a fill callback, odd ones
- * copied with fdring_frame_send. Then it frees the sender.
+ * a third are written in place through a fill callback, a third through
+ * fdring_frame_reserve / fdring_frame_commit, a third copied with
+ * fdring_frame_send. Then it frees the sender.
  */
 #include <stdint.h>
 
@@ -38,11 +39,19 @@ int main(int argc, char **argv) {
     static uint8_t copy[1000];
     for (uint64_t i = 0; i < count; i++) {
         size_t len = (size_t)(i % 1000);
-        if (i % 2 == 0) {
+        if (i % 3 == 0) {
             struct job job = {i};
             size_t committed = 0;
             CHECK(fdring_frame_send_with(tx, len, fill, &job, &committed));
             EXPECT(committed == len);
+        } else if (i % 3 == 1) {
+            /* Reserve more than needed, commit what was written. */
+            uint8_t *payload = NULL;
+            CHECK(fdring_frame_reserve(tx, len + 16, &payload));
+            for (size_t j = 0; j < len; j++) {
+                payload[j] = (uint8_t)((i + j) % 251);
+            }
+            CHECK(fdring_frame_commit(tx, len, i));
         } else {
             for (size_t j = 0; j < len; j++) {
                 copy[j] = (uint8_t)((i + j) % 251);
