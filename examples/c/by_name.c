@@ -23,8 +23,11 @@
  *         -lpthread -ldl -lm -o by_name
  *     ./by_name serve demo 1000000 & ./by_name recv demo 1000000
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <inttypes.h>
 #include <stdint.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +43,21 @@ static void check(fdring_error err, const char *what) {
         fprintf(stderr, "by_name: %s: %s (%s)\n", what, fdring_strerror((int)err),
                 fdring_last_error_message());
         exit(1);
+    }
+}
+
+/* Connects to NAME, waiting up to 30 s for a server to bind it: fdring
+ * refuses at once (FDRING_IO) while nobody listens, so a client started
+ * next to its server tries again. */
+static void connect_waiting(const char *name, fdring_connection **connection) {
+    struct timespec pause = {0, 10 * 1000 * 1000};
+    for (int tries = 0;; tries++) {
+        fdring_error err = fdring_connect(name, TIMEOUT_NS, connection);
+        if (err != FDRING_IO || tries == 3000) {
+            check(err, "connecting");
+            return;
+        }
+        nanosleep(&pause, NULL);
     }
 }
 
@@ -139,7 +157,7 @@ int main(int argc, char **argv) {
             consume(rx, count);
         }
     } else if (strcmp(mode, "recv") == 0 || strcmp(mode, "send") == 0) {
-        check(fdring_connect(name, TIMEOUT_NS, &connection), "connecting");
+        connect_waiting(name, &connection);
         if (strcmp(mode, "recv") == 0) {
             fdring_receiver *rx = NULL;
             check(fdring_connection_take_receiver(connection, &options, sizeof(uint64_t),

@@ -943,13 +943,14 @@ int32_t fdring_listener_fd(const fdring_listener *listener);
 // `listener` is NULL or a live handle, not used again.
 void fdring_listener_free(fdring_listener *listener);
 
-// Connects to the listener bound to `name`, waiting up to `timeout_ns`
-// nanoseconds for it to appear and answer; each later call on the
+// Connects to the listener bound to `name` and waits up to `timeout_ns`
+// nanoseconds for it to accept and greet; each later call on the
 // connection waits up to the same time for the peer. The listener must be
 // of this user or root.
 //
-// Errors: `FDRING_TIMEOUT`, `FDRING_REJECTED` (refused, or not trusted),
-// `FDRING_IO`.
+// Errors: `FDRING_IO` at once, without waiting, if nobody listens under
+// `name` (a client started next to its server tries again);
+// `FDRING_TIMEOUT`; `FDRING_REJECTED` (refused, or not trusted).
 //
 // # Safety
 //

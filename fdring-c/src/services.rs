@@ -146,13 +146,14 @@ pub unsafe extern "C" fn fdring_listener_free(listener: *mut fdring_listener) {
     }
 }
 
-/// Connects to the listener bound to `name`, waiting up to `timeout_ns`
-/// nanoseconds for it to appear and answer; each later call on the
+/// Connects to the listener bound to `name` and waits up to `timeout_ns`
+/// nanoseconds for it to accept and greet; each later call on the
 /// connection waits up to the same time for the peer. The listener must be
 /// of this user or root.
 ///
-/// Errors: `FDRING_TIMEOUT`, `FDRING_REJECTED` (refused, or not trusted),
-/// `FDRING_IO`.
+/// Errors: `FDRING_IO` at once, without waiting, if nobody listens under
+/// `name` (a client started next to its server tries again);
+/// `FDRING_TIMEOUT`; `FDRING_REJECTED` (refused, or not trusted).
 ///
 /// # Safety
 ///
