@@ -351,3 +351,48 @@ fn a_c_client_and_a_rust_listener_that_disagree_on_the_item_size_both_refuse() {
         "{stderr}"
     );
 }
+
+#[test]
+fn killing_the_c_consumer_disconnects_the_rust_producer() {
+    const TAKEN: u64 = 100;
+    let consumer = build("stream_consumer.c", "stream_consumer_stall");
+    let (mut tx, rx) = Builder::new().capacity(1 << 12).build::<u64>().unwrap();
+    let mut command = program(&consumer);
+    command.args([TAKEN.to_string(), "stall".to_owned()]);
+    fdring::handoff::inherit(&mut command, "FDRING_RING", rx.into_fds().unwrap());
+    let mut child = spawn(command);
+
+    // The consumer takes TAKEN items, says so, and stops reading: then
+    // the ring fills up to its capacity, and no further.
+    let items: Vec<u64> = (0..TAKEN).collect();
+    tx.send_slice(&items).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, format!("took {TAKEN} items\n"));
+    let mut sent = TAKEN;
+    while tx.try_send(sent).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(tx.try_send(sent), Err(Error::Full));
+    assert_eq!(sent, TAKEN + tx.capacity() as u64);
+    assert!(!tx.is_abandoned());
+    child.kill().expect("SIGKILL to the C consumer");
+    let status = child.wait().expect("reaping the C consumer");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert_eq!(
+        tx.send_timeout(0, Duration::from_secs(60)),
+        Err(Error::Disconnected)
+    );
+    assert!(tx.is_abandoned());
+    // What it never took comes back, in order.
+    let unread = tx.take_unread().unwrap();
+    assert_eq!(unread.len(), tx.capacity());
+    assert_eq!(unread.first(), Some(&TAKEN));
+}
