@@ -82,7 +82,9 @@ pub use channel::{
 };
 pub use error::{Corruption, Error, Exhaustion, Field, Rejection, Role};
 #[cfg(not(loom))]
-pub use frame::{Frame, FrameBatch, FrameMut, FrameReceiver, FrameSender, FrameStats, Frames};
+pub use frame::{
+    Frame, FrameBatch, FrameMut, FrameReceiver, FrameSender, FrameStats, Frames, LentFrame,
+};
 pub use layout::{MAGIC, VERSION};
 #[cfg(not(loom))]
 pub use signal::{poll_timeout, Liveness};

@@ -443,63 +443,58 @@ fdring_error fdring_frame_sender_stats(const fdring_frame_sender *tx, fdring_fra
 // `rx` is a live handle; `out` is writable.
 fdring_error fdring_frame_receiver_stats(const fdring_frame_receiver *rx, fdring_frame_stats *out);
 
-// Reserves a frame of `len` payload bytes to write before
-// `fdring_frame_commit`: `*payload` is a buffer of the handle with room
-// for `len` bytes, valid until the commit succeeds, the next reserve, or
-// the free. Never waits: the ring is reached at commit.
+// Reserves a frame of `len` payload bytes in the ring, if there is room
+// now: `*payload` is where to write them, in place (aligned to the
+// ring's frame alignment; whatever bytes were there). Then
+// `fdring_frame_commit` publishes the frame. The reservation (and the
+// pointer) is dropped, with nothing published, by any other send on this
+// handle, a new reserve, or a close.
 //
-// This is the reserve / commit shape with one copy (at commit); the
-// callback calls (`fdring_frame_send_with`) write in place instead.
-//
-// Errors: `FDRING_FRAME_TOO_LARGE` if the ring can never hold `len` bytes
-// (see `fdring_frame_max_len`); `FDRING_EXHAUSTED` if the buffer cannot
-// be allocated.
+// Errors: `FDRING_FULL`, `FDRING_FRAME_TOO_LARGE` (see
+// `fdring_frame_max_len`), `FDRING_DISCONNECTED`, `FDRING_CORRUPTED`.
 //
 // # Safety
 //
 // `tx` is a live handle; `payload` is writable.
-fdring_error fdring_frame_reserve(fdring_frame_sender *tx, size_t len, uint8_t **payload);
+fdring_error fdring_frame_try_reserve(fdring_frame_sender *tx, size_t len, uint8_t **payload);
 
-// Sends the first `len` bytes of the frame reserved by
-// `fdring_frame_reserve` (at most its length), tagged `tag`, if there is
-// room now. On `FDRING_FULL` (or a timeout) the reservation stays: commit
-// again later.
-//
-// Errors: `FDRING_OVER_COMMIT` (no reservation, or `len` more than it),
-// `FDRING_FULL`, `FDRING_DISCONNECTED`, `FDRING_CORRUPTED`.
+// As `fdring_frame_try_reserve`, waiting until the frame fits.
 //
 // # Safety
 //
-// `tx` is a live handle.
-fdring_error fdring_frame_try_commit(fdring_frame_sender *tx, size_t len, uint64_t tag);
+// As for `fdring_frame_try_reserve`.
+fdring_error fdring_frame_reserve(fdring_frame_sender *tx, size_t len, uint8_t **payload);
 
-// As `fdring_frame_try_commit`, waiting for room.
+// As `fdring_frame_reserve`, giving up with `FDRING_TIMEOUT` after
+// `timeout_ns` nanoseconds.
+//
+// # Safety
+//
+// As for `fdring_frame_try_reserve`.
+fdring_error fdring_frame_reserve_timeout(fdring_frame_sender *tx,
+                                          size_t len,
+                                          uint64_t timeout_ns,
+                                          uint8_t **payload);
+
+// Publishes the reserved frame with its first `len` payload bytes (at
+// most the reserved length) and `tag`, waking the receiver if it sleeps.
+// Never waits: the room was taken at the reserve.
+//
+// Errors: `FDRING_OVER_COMMIT` if no frame is reserved (or it was
+// dropped) or `len` is more than was reserved.
 //
 // # Safety
 //
 // `tx` is a live handle.
 fdring_error fdring_frame_commit(fdring_frame_sender *tx, size_t len, uint64_t tag);
 
-// As `fdring_frame_commit`, giving up with `FDRING_TIMEOUT` after
-// `timeout_ns` nanoseconds (the reservation stays).
+// Lends the next frame in place, if one is ready: `*payload` and `*len`
+// are its bytes in the ring, `*tag` its tag, until
+// `fdring_frame_release` (or any other receive on this handle, which
+// drops it unreleased: it is lent again). The record was checked before
+// anything was lent; the bytes are the sender's, which may be hostile.
 //
-// # Safety
-//
-// `tx` is a live handle.
-fdring_error fdring_frame_commit_timeout(fdring_frame_sender *tx,
-                                         size_t len,
-                                         uint64_t tag,
-                                         uint64_t timeout_ns);
-
-// Receives the next frame, if one is ready, into a buffer of the handle:
-// `*payload` and `*len` are its bytes (valid until the next receive,
-// `fdring_frame_release` or the free), `*tag` its tag. This is the
-// receive / release shape with one copy (the frame is released from the
-// ring at once; the bounds are the crate's: at most the ring's size);
-// `fdring_frame_recv_with` reads in place instead.
-//
-// Errors: as for `fdring_frame_try_recv_with`; `FDRING_EXHAUSTED` if the
-// buffer cannot be allocated.
+// Errors: as for `fdring_frame_try_recv_with`.
 //
 // # Safety
 //
@@ -531,8 +526,10 @@ fdring_error fdring_frame_recv_timeout(fdring_frame_receiver *rx,
                                        size_t *len,
                                        uint64_t *tag);
 
-// Ends the use of the frame lent by `fdring_frame_recv`: its payload
-// pointer is invalid from now on.
+// Releases the frame lent by `fdring_frame_recv`, giving its bytes back
+// to the sender; its pointer is invalid from now on.
+//
+// Errors: `FDRING_OVER_COMMIT` if no frame is lent.
 //
 // # Safety
 //

@@ -7,12 +7,11 @@
 //! the next frame's payload in place. Every check of the frame layer
 //! (record headers, lengths, alignment) stays the crate's.
 //!
-//! The reserve / commit shape (`fdring_frame_reserve`, `fdring_frame_commit`;
-//! `fdring_frame_recv`, `fdring_frame_release`) is offered too, for code
-//! written that way, at the price of one copy: the payload is staged in a
-//! buffer of the handle and copied into the ring at commit (out of the
-//! ring at receive). See `docs/c.md` for why the frame layer itself has
-//! no pending reservation.
+//! The same in two steps, for code written that way: reserve a frame in
+//! the ring and commit it (`fdring_frame_reserve`, `fdring_frame_commit`),
+//! receive the next frame in place and release it (`fdring_frame_recv`,
+//! `fdring_frame_release`): the crate's `FrameSender::try_reserve_frame`
+//! and `FrameReceiver::try_recv_frame_in_place`, zero copy too.
 
 use std::ffi::c_void;
 use std::os::fd::{AsFd, AsRawFd};
@@ -30,10 +29,6 @@ use crate::items::{handle, Wait};
 #[derive(Debug)]
 pub struct fdring_frame_sender {
     inner: FrameSender,
-    /// The payload of a frame reserved with `fdring_frame_reserve` and not
-    /// yet committed, and its length; empty and `None` otherwise.
-    staged: Vec<u8>,
-    reserved: Option<usize>,
 }
 
 /// The receiving end of a ring of frames. One thread at a time; freed by
@@ -41,9 +36,6 @@ pub struct fdring_frame_sender {
 #[derive(Debug)]
 pub struct fdring_frame_receiver {
     inner: FrameReceiver,
-    /// The payload of the frame lent by `fdring_frame_recv`, until the
-    /// next receive or `fdring_frame_release`.
-    held: Vec<u8>,
 }
 
 /// Writes a frame's payload in place: `payload` has room for `len` bytes
@@ -710,43 +702,26 @@ pub unsafe extern "C" fn fdring_frame_receiver_stats(
 
 impl fdring_frame_sender {
     pub(crate) fn boxed(inner: FrameSender) -> *mut fdring_frame_sender {
-        Box::into_raw(Box::new(fdring_frame_sender {
-            inner,
-            staged: Vec::new(),
-            reserved: None,
-        }))
+        Box::into_raw(Box::new(fdring_frame_sender { inner }))
     }
 }
 
 impl fdring_frame_receiver {
     pub(crate) fn boxed(inner: FrameReceiver) -> *mut fdring_frame_receiver {
-        Box::into_raw(Box::new(fdring_frame_receiver {
-            inner,
-            held: Vec::new(),
-        }))
+        Box::into_raw(Box::new(fdring_frame_receiver { inner }))
     }
 }
 
-/// Reserves a frame of `len` payload bytes to write before
-/// `fdring_frame_commit`: `*payload` is a buffer of the handle with room
-/// for `len` bytes, valid until the commit succeeds, the next reserve, or
-/// the free. Never waits: the ring is reached at commit.
-///
-/// This is the reserve / commit shape with one copy (at commit); the
-/// callback calls (`fdring_frame_send_with`) write in place instead.
-///
-/// Errors: `FDRING_FRAME_TOO_LARGE` if the ring can never hold `len` bytes
-/// (see `fdring_frame_max_len`); `FDRING_EXHAUSTED` if the buffer cannot
-/// be allocated.
+/// The body of the reserves.
 ///
 /// # Safety
 ///
-/// `tx` is a live handle; `payload` is writable.
-#[no_mangle]
-pub unsafe extern "C" fn fdring_frame_reserve(
+/// `tx` a live handle; `payload` writable (NULL refused).
+unsafe fn reserve(
     tx: *mut fdring_frame_sender,
     len: usize,
     payload: *mut *mut u8,
+    wait: Wait,
 ) -> fdring_error {
     guard(|| {
         // SAFETY: the caller's contract.
@@ -754,79 +729,78 @@ pub unsafe extern "C" fn fdring_frame_reserve(
         if payload.is_null() {
             return Err(invalid("a NULL out-pointer"));
         }
-        let max = tx.inner.max_frame_len();
-        if len > max {
-            return Err(fdring::Error::FrameTooLarge {
-                len: len as u64,
-                max: max as u64,
-            }
-            .into());
-        }
-        tx.reserved = None;
-        tx.staged.clear();
-        tx.staged.try_reserve_exact(len).map_err(|_| {
-            fdring::Error::Exhausted(fdring::Exhaustion::Allocation {
-                requested: len as u64,
-            })
-        })?;
-        tx.staged.resize(len, 0);
-        tx.reserved = Some(len);
-        // SAFETY: checked non-NULL; writable by the caller's contract.
-        unsafe { payload.write(tx.staged.as_mut_ptr()) };
-        Ok(())
-    })
-}
-
-/// The body of the commits.
-///
-/// # Safety
-///
-/// `tx` a live handle.
-unsafe fn commit(tx: *mut fdring_frame_sender, len: usize, tag: u64, wait: Wait) -> fdring_error {
-    guard(|| {
-        // SAFETY: the caller's contract.
-        let tx = unsafe { handle(tx)? };
-        let reserved = tx.reserved.unwrap_or(0);
-        if tx.reserved.is_none() || len > reserved {
-            return Err(fdring::Error::OverCommit {
-                count: len as u64,
-                lent: reserved as u64,
-            }
-            .into());
-        }
-        let bytes = &tx.staged[..len];
-        match wait {
-            Wait::Never => tx.inner.try_send_frame(tag, bytes),
-            Wait::Forever => tx.inner.send_frame(tag, bytes),
-            Wait::For(timeout) => tx.inner.send_frame_timeout(tag, bytes, timeout),
+        let lent = match wait {
+            Wait::Never => tx.inner.try_reserve_frame(len),
+            Wait::Forever => tx.inner.reserve_frame(len),
+            Wait::For(timeout) => tx.inner.reserve_frame_timeout(len, timeout),
         }?;
-        tx.reserved = None;
+        // SAFETY: checked non-NULL; writable by the caller's contract.
+        unsafe { payload.write(lent.ptr) };
         Ok(())
     })
 }
 
-/// Sends the first `len` bytes of the frame reserved by
-/// `fdring_frame_reserve` (at most its length), tagged `tag`, if there is
-/// room now. On `FDRING_FULL` (or a timeout) the reservation stays: commit
-/// again later.
+/// Reserves a frame of `len` payload bytes in the ring, if there is room
+/// now: `*payload` is where to write them, in place (aligned to the
+/// ring's frame alignment; whatever bytes were there). Then
+/// `fdring_frame_commit` publishes the frame. The reservation (and the
+/// pointer) is dropped, with nothing published, by any other send on this
+/// handle, a new reserve, or a close.
 ///
-/// Errors: `FDRING_OVER_COMMIT` (no reservation, or `len` more than it),
-/// `FDRING_FULL`, `FDRING_DISCONNECTED`, `FDRING_CORRUPTED`.
+/// Errors: `FDRING_FULL`, `FDRING_FRAME_TOO_LARGE` (see
+/// `fdring_frame_max_len`), `FDRING_DISCONNECTED`, `FDRING_CORRUPTED`.
 ///
 /// # Safety
 ///
-/// `tx` is a live handle.
+/// `tx` is a live handle; `payload` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn fdring_frame_try_commit(
+pub unsafe extern "C" fn fdring_frame_try_reserve(
     tx: *mut fdring_frame_sender,
     len: usize,
-    tag: u64,
+    payload: *mut *mut u8,
 ) -> fdring_error {
     // SAFETY: the caller's contract.
-    unsafe { commit(tx, len, tag, Wait::Never) }
+    unsafe { reserve(tx, len, payload, Wait::Never) }
 }
 
-/// As `fdring_frame_try_commit`, waiting for room.
+/// As `fdring_frame_try_reserve`, waiting until the frame fits.
+///
+/// # Safety
+///
+/// As for `fdring_frame_try_reserve`.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_reserve(
+    tx: *mut fdring_frame_sender,
+    len: usize,
+    payload: *mut *mut u8,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { reserve(tx, len, payload, Wait::Forever) }
+}
+
+/// As `fdring_frame_reserve`, giving up with `FDRING_TIMEOUT` after
+/// `timeout_ns` nanoseconds.
+///
+/// # Safety
+///
+/// As for `fdring_frame_try_reserve`.
+#[no_mangle]
+pub unsafe extern "C" fn fdring_frame_reserve_timeout(
+    tx: *mut fdring_frame_sender,
+    len: usize,
+    timeout_ns: u64,
+    payload: *mut *mut u8,
+) -> fdring_error {
+    // SAFETY: the caller's contract.
+    unsafe { reserve(tx, len, payload, Wait::nanos(timeout_ns)) }
+}
+
+/// Publishes the reserved frame with its first `len` payload bytes (at
+/// most the reserved length) and `tag`, waking the receiver if it sleeps.
+/// Never waits: the room was taken at the reserve.
+///
+/// Errors: `FDRING_OVER_COMMIT` if no frame is reserved (or it was
+/// dropped) or `len` is more than was reserved.
 ///
 /// # Safety
 ///
@@ -837,33 +811,19 @@ pub unsafe extern "C" fn fdring_frame_commit(
     len: usize,
     tag: u64,
 ) -> fdring_error {
-    // SAFETY: the caller's contract.
-    unsafe { commit(tx, len, tag, Wait::Forever) }
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let tx = unsafe { handle(tx)? };
+        Ok(tx.inner.commit_frame(len, tag)?)
+    })
 }
 
-/// As `fdring_frame_commit`, giving up with `FDRING_TIMEOUT` after
-/// `timeout_ns` nanoseconds (the reservation stays).
+/// The body of the in-place receives.
 ///
 /// # Safety
 ///
-/// `tx` is a live handle.
-#[no_mangle]
-pub unsafe extern "C" fn fdring_frame_commit_timeout(
-    tx: *mut fdring_frame_sender,
-    len: usize,
-    tag: u64,
-    timeout_ns: u64,
-) -> fdring_error {
-    // SAFETY: the caller's contract.
-    unsafe { commit(tx, len, tag, Wait::nanos(timeout_ns)) }
-}
-
-/// The body of the holding receives.
-///
-/// # Safety
-///
-/// `rx` a live handle; the out-pointers writable.
-unsafe fn recv_held(
+/// `rx` a live handle; the out-pointers writable (NULL refused).
+unsafe fn recv_in_place(
     rx: *mut fdring_frame_receiver,
     payload: *mut *const u8,
     len: *mut usize,
@@ -876,31 +836,28 @@ unsafe fn recv_held(
         if payload.is_null() || len.is_null() || tag.is_null() {
             return Err(invalid("a NULL out-pointer"));
         }
-        rx.held.clear();
-        let got = match wait {
-            Wait::Never => rx.inner.try_recv_frame(&mut rx.held),
-            Wait::Forever => rx.inner.recv_frame(&mut rx.held),
-            Wait::For(timeout) => rx.inner.recv_frame_timeout(&mut rx.held, timeout),
+        let frame = match wait {
+            Wait::Never => rx.inner.try_recv_frame_in_place(),
+            Wait::Forever => rx.inner.recv_frame_in_place(),
+            Wait::For(timeout) => rx.inner.recv_frame_in_place_timeout(timeout),
         }?;
         // SAFETY: checked non-NULL; writable by the caller's contract.
         unsafe {
-            payload.write(rx.held.as_ptr());
-            len.write(rx.held.len());
-            tag.write(got);
+            payload.write(frame.ptr);
+            len.write(frame.len);
+            tag.write(frame.tag);
         }
         Ok(())
     })
 }
 
-/// Receives the next frame, if one is ready, into a buffer of the handle:
-/// `*payload` and `*len` are its bytes (valid until the next receive,
-/// `fdring_frame_release` or the free), `*tag` its tag. This is the
-/// receive / release shape with one copy (the frame is released from the
-/// ring at once; the bounds are the crate's: at most the ring's size);
-/// `fdring_frame_recv_with` reads in place instead.
+/// Lends the next frame in place, if one is ready: `*payload` and `*len`
+/// are its bytes in the ring, `*tag` its tag, until
+/// `fdring_frame_release` (or any other receive on this handle, which
+/// drops it unreleased: it is lent again). The record was checked before
+/// anything was lent; the bytes are the sender's, which may be hostile.
 ///
-/// Errors: as for `fdring_frame_try_recv_with`; `FDRING_EXHAUSTED` if the
-/// buffer cannot be allocated.
+/// Errors: as for `fdring_frame_try_recv_with`.
 ///
 /// # Safety
 ///
@@ -913,7 +870,7 @@ pub unsafe extern "C" fn fdring_frame_try_recv(
     tag: *mut u64,
 ) -> fdring_error {
     // SAFETY: the caller's contract.
-    unsafe { recv_held(rx, payload, len, tag, Wait::Never) }
+    unsafe { recv_in_place(rx, payload, len, tag, Wait::Never) }
 }
 
 /// As `fdring_frame_try_recv`, waiting for a frame.
@@ -929,7 +886,7 @@ pub unsafe extern "C" fn fdring_frame_recv(
     tag: *mut u64,
 ) -> fdring_error {
     // SAFETY: the caller's contract.
-    unsafe { recv_held(rx, payload, len, tag, Wait::Forever) }
+    unsafe { recv_in_place(rx, payload, len, tag, Wait::Forever) }
 }
 
 /// As `fdring_frame_recv`, giving up with `FDRING_TIMEOUT` after
@@ -947,11 +904,13 @@ pub unsafe extern "C" fn fdring_frame_recv_timeout(
     tag: *mut u64,
 ) -> fdring_error {
     // SAFETY: the caller's contract.
-    unsafe { recv_held(rx, payload, len, tag, Wait::nanos(timeout_ns)) }
+    unsafe { recv_in_place(rx, payload, len, tag, Wait::nanos(timeout_ns)) }
 }
 
-/// Ends the use of the frame lent by `fdring_frame_recv`: its payload
-/// pointer is invalid from now on.
+/// Releases the frame lent by `fdring_frame_recv`, giving its bytes back
+/// to the sender; its pointer is invalid from now on.
+///
+/// Errors: `FDRING_OVER_COMMIT` if no frame is lent.
 ///
 /// # Safety
 ///
@@ -960,7 +919,7 @@ pub unsafe extern "C" fn fdring_frame_recv_timeout(
 pub unsafe extern "C" fn fdring_frame_release(rx: *mut fdring_frame_receiver) -> fdring_error {
     guard(|| {
         // SAFETY: the caller's contract.
-        unsafe { handle(rx)? }.held.clear();
-        Ok(())
+        let rx = unsafe { handle(rx)? };
+        Ok(rx.inner.release_frame()?)
     })
 }

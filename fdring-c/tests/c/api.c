@@ -140,22 +140,25 @@ int main(void) {
            FDRING_FRAME_TOO_LARGE);
     CHECK(fdring_frame_recv_with_timeout(frx, 1000000000ull, look, &seen));
     EXPECT(seen.tag == 77 && seen.len == 5 && seen.first == 'h');
-    /* The reserve / commit and receive / release shape. */
-    uint8_t *staged = NULL;
+    /* Reserve / commit and receive / release, in place. */
+    uint8_t *reserved = NULL;
     EXPECT(fdring_frame_commit(ftx, 1, 0) == FDRING_OVER_COMMIT);
-    EXPECT(fdring_frame_reserve(ftx, fdring_frame_max_len(ftx) + 1, &staged) ==
+    EXPECT(fdring_frame_try_reserve(ftx, fdring_frame_max_len(ftx) + 1, &reserved) ==
            FDRING_FRAME_TOO_LARGE);
-    CHECK(fdring_frame_reserve(ftx, 8, &staged));
-    memcpy(staged, "abcdefgh", 8);
-    EXPECT(fdring_frame_try_commit(ftx, 9, 5) == FDRING_OVER_COMMIT);
-    CHECK(fdring_frame_try_commit(ftx, 6, 5));
-    EXPECT(fdring_frame_try_commit(ftx, 6, 5) == FDRING_OVER_COMMIT);
+    CHECK(fdring_frame_try_reserve(ftx, 8, &reserved));
+    EXPECT((uintptr_t)reserved % 64 == 0);
+    memcpy(reserved, "abcdefgh", 8);
+    EXPECT(fdring_frame_commit(ftx, 9, 5) == FDRING_OVER_COMMIT);
+    CHECK(fdring_frame_commit(ftx, 6, 5));
+    EXPECT(fdring_frame_commit(ftx, 6, 5) == FDRING_OVER_COMMIT);
     const uint8_t *held = NULL;
     size_t held_len = 0;
     uint64_t held_tag = 0;
     CHECK(fdring_frame_try_recv(frx, &held, &held_len, &held_tag));
     EXPECT(held_len == 6 && held_tag == 5 && memcmp(held, "abcdef", 6) == 0);
+    EXPECT((uintptr_t)held % 64 == 0);
     CHECK(fdring_frame_release(frx));
+    EXPECT(fdring_frame_release(frx) == FDRING_OVER_COMMIT);
     EXPECT(fdring_frame_try_recv(frx, &held, &held_len, &held_tag) == FDRING_EMPTY);
     fdring_frame_sender_free(ftx);
     EXPECT(fdring_frame_recv_with(frx, look, &seen) == FDRING_DISCONNECTED);
