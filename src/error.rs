@@ -62,6 +62,17 @@ pub enum Error {
         /// multiple of: what the sender aligned it to.
         found: u64,
     },
+    /// An untyped end was asked to commit (or release) more items than it
+    /// was lent by its last reserve
+    /// ([`UntypedSender::commit`](crate::UntypedSender::commit),
+    /// [`UntypedReceiver::release`](crate::UntypedReceiver::release)):
+    /// nothing was published or released.
+    OverCommit {
+        /// The count asked for.
+        count: u64,
+        /// What is still lent.
+        lent: u64,
+    },
     /// The machine, or this end's limits, cannot give what was asked for,
     /// or this end has used up what a ring can ever do. Nothing the peer
     /// controls makes this end crash instead.
@@ -401,6 +412,9 @@ impl PartialEq for Error {
                     found: y,
                 },
             ) => a == b && x == y,
+            (Error::OverCommit { count: a, lent: x }, Error::OverCommit { count: b, lent: y }) => {
+                a == b && x == y
+            }
             (Error::Exhausted(a), Error::Exhausted(b)) => a == b,
             (Error::Corrupted(a), Error::Corrupted(b)) => a == b,
             (Error::Rejected(a), Error::Rejected(b)) => a == b,
@@ -441,6 +455,11 @@ impl fmt::Display for Error {
                 f,
                 "the sender aligned this frame's payload to {found} bytes, but this receiver \
                  expects {expected}: make both ends with the same alignment"
+            ),
+            Error::OverCommit { count, lent } => write!(
+                f,
+                "asked to commit or release {count} items, but only {lent} are lent by the \
+                 last reserve"
             ),
             Error::Exhausted(e) => e.fmt(f),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
@@ -744,7 +763,7 @@ impl From<Error> for io::Error {
             Error::Corrupted(_) | Error::Rejected(_) | Error::FrameAlign { .. } => {
                 io::ErrorKind::InvalidData
             }
-            Error::FrameTooLarge { .. } => io::ErrorKind::InvalidInput,
+            Error::FrameTooLarge { .. } | Error::OverCommit { .. } => io::ErrorKind::InvalidInput,
             Error::Exhausted(Exhaustion::Indices { .. }) => io::ErrorKind::Other,
             Error::Exhausted(_) => io::ErrorKind::OutOfMemory,
             Error::Io { source, .. } => source.kind(),

@@ -32,7 +32,7 @@
 //! | `ring` | the SPSC algorithm and the armed wake-up flags |
 //! | `memfd` | the sealed memfd and its mirrored mapping |
 //! | `signal` | the wake-up socket and peer liveness |
-//! | `channel` | [`Sender`] and [`Receiver`] |
+//! | `channel` | [`Sender`] and [`Receiver`], and untyped ends for item layouts known only at run time ([`UntypedSender`], [`UntypedReceiver`], for the C library) |
 //! | `frame` | [`FrameSender`] and [`FrameReceiver`]: variable-length frames in a byte ring, in batches ([`FrameBatch`], [`Frames`]), latest-frame-wins |
 //! | [`handoff`] | moving the fds to another process |
 //! | [`service`] | unrelated processes finding each other by name, with access control and typed negotiation |
@@ -77,12 +77,14 @@ pub mod tokio;
 
 #[cfg(not(loom))]
 pub use channel::{
-    channel, Builder, Fds, Iter, Receiver, Sender, Stats, TryIter, DEFAULT_MAX_DATA_BYTES,
-    DEFAULT_SPIN,
+    channel, Builder, Fds, ItemLayout, Iter, Lent, Receiver, Sender, Stats, TryIter,
+    UntypedReceiver, UntypedSender, DEFAULT_MAX_DATA_BYTES, DEFAULT_SPIN,
 };
 pub use error::{Corruption, Error, Exhaustion, Field, Rejection, Role};
 #[cfg(not(loom))]
-pub use frame::{Frame, FrameBatch, FrameMut, FrameReceiver, FrameSender, FrameStats, Frames};
+pub use frame::{
+    Frame, FrameBatch, FrameMut, FrameReceiver, FrameSender, FrameStats, Frames, LentFrame,
+};
 pub use layout::{MAGIC, VERSION};
 #[cfg(not(loom))]
 pub use signal::{poll_timeout, Liveness};

@@ -64,7 +64,7 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
-use crate::channel::{Builder, Fds, Receiver, Sender};
+use crate::channel::{Builder, Fds, ItemLayout, Receiver, Sender, UntypedReceiver, UntypedSender};
 use crate::error::{Error, Field, Rejection, Role};
 use crate::frame::{FrameReceiver, FrameSender};
 use crate::handoff;
@@ -369,11 +369,18 @@ struct Ring {
 
 impl Ring {
     fn items<T>(taker_gets: Role, builder: &Builder) -> Ring {
+        Ring::items_of(ItemLayout::of::<T>(), taker_gets, builder)
+    }
+
+    fn items_of(layout: ItemLayout, taker_gets: Role, builder: &Builder) -> Ring {
+        // A size or alignment past u32 is refused when the ring is built
+        // or opened; here it only has to differ from any real one.
+        let field = |value: usize| u32::try_from(value).unwrap_or(u32::MAX);
         Ring {
             shape: 0,
             end: end_code(taker_gets),
-            item_size: size_of::<T>() as u32,
-            item_align: std::mem::align_of::<T>() as u32,
+            item_size: field(layout.size()),
+            item_align: field(layout.align()),
             type_tag: builder.tag(),
             frame_align: 0,
         }
@@ -1150,6 +1157,100 @@ impl Connection {
 
     /// Sends an offer of `ring` with the peer's `fds`, and waits for the
     /// verdict.
+    /// [`offer_receiver`](Self::offer_receiver) for items of a layout
+    /// known only at run time (the C library's): the peer must take it
+    /// with that layout ([`take_untyped_receiver`](Self::take_untyped_receiver),
+    /// or [`take_receiver`](Self::take_receiver) of a type of that layout).
+    ///
+    /// # Errors
+    ///
+    /// As for [`offer_receiver`](Self::offer_receiver), and as for
+    /// [`Builder::build_untyped`].
+    ///
+    /// ```
+    /// use fdring::service::{self, Listener};
+    /// use fdring::{Builder, ItemLayout};
+    ///
+    /// # let name = &format!("doc-untyped-{}", std::process::id());
+    /// let listener = Listener::bind(name)?;
+    /// let server = std::thread::spawn(move || -> Result<u64, fdring::Error> {
+    ///     let mut rx = listener.accept()?.take_receiver::<u64>(&Builder::new())?;
+    ///     rx.recv()
+    /// });
+    /// let mut connection = service::connect(name)?;
+    /// let mut tx = connection.offer_untyped_receiver(&Builder::new().capacity(512), ItemLayout::new(8, 8))?;
+    /// let lent = tx.try_reserve(1)?;
+    /// // SAFETY: at least one free slot of 8 bytes, aligned to 8.
+    /// unsafe { lent.ptr.cast::<u64>().write(7) };
+    /// tx.commit(1)?;
+    /// assert_eq!(server.join().unwrap()?, 7);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn offer_untyped_receiver(
+        &mut self,
+        builder: &Builder,
+        layout: ItemLayout,
+    ) -> Result<UntypedSender, Error> {
+        let (tx, rx) = builder.build_untyped(layout)?;
+        self.offer(
+            Ring::items_of(layout, Role::Receiver, builder),
+            rx.into_fds()?,
+        )?;
+        Ok(tx)
+    }
+
+    /// [`offer_sender`](Self::offer_sender) for items of a layout known
+    /// only at run time; see [`offer_untyped_receiver`](Self::offer_untyped_receiver).
+    ///
+    /// # Errors
+    ///
+    /// As for [`offer_untyped_receiver`](Self::offer_untyped_receiver).
+    pub fn offer_untyped_sender(
+        &mut self,
+        builder: &Builder,
+        layout: ItemLayout,
+    ) -> Result<UntypedReceiver, Error> {
+        let (tx, rx) = builder.build_untyped(layout)?;
+        self.offer(
+            Ring::items_of(layout, Role::Sender, builder),
+            tx.into_fds()?,
+        )?;
+        Ok(rx)
+    }
+
+    /// [`take_receiver`](Self::take_receiver) for items of a layout known
+    /// only at run time: the offer must name that size and alignment, and
+    /// the ring is opened with [`Builder::open_untyped_receiver`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`take_receiver`](Self::take_receiver).
+    pub fn take_untyped_receiver(
+        &mut self,
+        builder: &Builder,
+        layout: ItemLayout,
+    ) -> Result<UntypedReceiver, Error> {
+        self.take(Ring::items_of(layout, Role::Receiver, builder), |fds| {
+            builder.open_untyped_receiver(fds, layout)
+        })
+    }
+
+    /// [`take_sender`](Self::take_sender) for items of a layout known
+    /// only at run time; see [`take_untyped_receiver`](Self::take_untyped_receiver).
+    ///
+    /// # Errors
+    ///
+    /// As for [`take_sender`](Self::take_sender).
+    pub fn take_untyped_sender(
+        &mut self,
+        builder: &Builder,
+        layout: ItemLayout,
+    ) -> Result<UntypedSender, Error> {
+        self.take(Ring::items_of(layout, Role::Sender, builder), |fds| {
+            builder.open_untyped_sender(fds, layout)
+        })
+    }
+
     fn offer(&mut self, ring: Ring, fds: Fds) -> Result<(), Error> {
         let offer = Message::with_ring(OFFER, &ring);
         send(&self.stream, &offer, &[fds.memfd.as_fd(), fds.wake.as_fd()])?;

@@ -12,10 +12,12 @@ use bytemuck::Pod;
 #[cfg(doc)]
 use super::channel;
 use super::end::End;
+use super::untyped::{ItemLayout, UntypedReceiver, UntypedSender};
 use super::{Fds, Receiver, Sender, DEFAULT_MAX_DATA_BYTES, DEFAULT_SPIN};
 use crate::error::{Error, Exhaustion, Rejection, Role};
 use crate::layout::{self, Config, Expected, Header};
 use crate::memfd::{self, CreateOptions, Mapping};
+use crate::ring::{Read, Write};
 use crate::signal::WakeSocket;
 
 /// Options for creating a ring, or for opening one received from elsewhere.
@@ -258,7 +260,61 @@ impl Builder {
     /// system refused them (see [`huge_pages`](Self::huge_pages) and
     /// [`mlock`](Self::mlock)). Nothing is left mapped or open on error.
     pub fn build<T: Pod>(&self) -> Result<(Sender<T>, Receiver<T>), Error> {
-        let item_size = item_size::<T>()?;
+        let (sender, receiver) = self.build_ends(ItemLayout::of::<T>())?;
+        Ok((
+            Sender {
+                end: sender,
+                _item: PhantomData,
+            },
+            Receiver {
+                end: receiver,
+                _item: PhantomData,
+            },
+        ))
+    }
+
+    /// Creates a ring of items whose size and alignment are known only at
+    /// run time (a C caller's, say) and returns its two untyped ends: the
+    /// same ring, header and checks as [`build`](Self::build) for a type of
+    /// that layout, so a typed end of such a type can open the other end.
+    ///
+    /// # Errors
+    ///
+    /// As for [`build`](Self::build), and `Rejected(BadAlign)` if the
+    /// alignment is not a power of two dividing the size (at most a page),
+    /// `Rejected(ZeroSizedItem)` for a size of 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fdring::{Builder, ItemLayout};
+    ///
+    /// let (tx, rx) = Builder::new().capacity(512).build_untyped(ItemLayout::new(8, 8))?;
+    /// // A typed end of a type of that layout opens the other end.
+    /// let mut rx = fdring::Receiver::<u64>::from_fds(rx.into_fds()?)?;
+    /// let mut tx = tx;
+    /// let lent = tx.try_reserve(1)?;
+    /// // SAFETY: `lent.ptr` is valid for `lent.len >= 1` items of 8 bytes.
+    /// unsafe { lent.ptr.cast::<u64>().write(42) };
+    /// tx.commit(1)?;
+    /// assert_eq!(rx.recv()?, 42);
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn build_untyped(
+        &self,
+        layout: ItemLayout,
+    ) -> Result<(UntypedSender, UntypedReceiver), Error> {
+        let (sender, receiver) = self.build_ends(layout)?;
+        Ok((
+            UntypedSender::new(sender, layout),
+            UntypedReceiver::new(receiver, layout),
+        ))
+    }
+
+    /// Creates the ring for [`build`](Self::build) and
+    /// [`build_untyped`](Self::build_untyped).
+    fn build_ends(&self, layout: ItemLayout) -> Result<(End<Write>, End<Read>), Error> {
+        let item_size = layout.item_size()?;
         if self.capacity == 0 {
             return Err(Rejection::ZeroCapacity.into());
         }
@@ -276,7 +332,7 @@ impl Builder {
         let (sender_wake, receiver_wake) = WakeSocket::pair()?;
         let config = Config {
             item_size,
-            item_align: std::mem::align_of::<T>() as u32,
+            item_align: layout.item_align()?,
             capacity,
             data_offset: page_size,
             type_tag: self.type_tag.unwrap_or(0),
@@ -329,17 +385,14 @@ impl Builder {
             memfd: dup(&memfd)?,
             wake: receiver_wake.into_fd(),
         };
-        let sender = Sender {
-            end: End::new(mapping, &config, memfd, sender_wake, self)?,
-            _item: PhantomData,
-        };
+        let sender = End::new(mapping, &config, memfd, sender_wake, self)?;
         let receiver = Builder {
             type_tag: Some(config.type_tag),
             // This end made the ring, whatever its size.
             max_capacity: Some(usize::MAX),
             ..self.clone()
         }
-        .open_receiver(receiver_fds)?;
+        .open_end(receiver_fds, Role::Receiver, layout)?;
         Ok((sender, receiver))
     }
 
@@ -357,9 +410,8 @@ impl Builder {
     /// `Exhausted(Memlock)` if [`mlock`](Self::mlock) was asked for and
     /// refused. `Io` if mapping it fails. Nothing is mapped on error.
     pub fn open_sender<T: Pod>(&self, fds: Fds) -> Result<Sender<T>, Error> {
-        let (mapping, config, memfd, wake) = self.open::<T>(fds, Role::Sender)?;
         Ok(Sender {
-            end: End::new(mapping, &config, memfd, wake, self)?,
+            end: self.open_end(fds, Role::Sender, ItemLayout::of::<T>())?,
             _item: PhantomData,
         })
     }
@@ -370,29 +422,105 @@ impl Builder {
     ///
     /// As for [`open_sender`](Self::open_sender).
     pub fn open_receiver<T: Pod>(&self, fds: Fds) -> Result<Receiver<T>, Error> {
-        let (mapping, config, memfd, wake) = self.open::<T>(fds, Role::Receiver)?;
         Ok(Receiver {
-            end: End::new(mapping, &config, memfd, wake, self)?,
+            end: self.open_end(fds, Role::Receiver, ItemLayout::of::<T>())?,
             _item: PhantomData,
         })
+    }
+
+    /// Opens the sending end of a ring from fds received from elsewhere,
+    /// for items of `layout` known only at run time: the same checks as
+    /// [`open_sender`](Self::open_sender), against `layout` instead of a
+    /// type's.
+    ///
+    /// # Errors
+    ///
+    /// As for [`open_sender`](Self::open_sender); the item size and
+    /// alignment must be `layout`'s.
+    ///
+    /// ```
+    /// use fdring::{Builder, ItemLayout};
+    ///
+    /// let (tx, _rx) = fdring::channel::<[u32; 3]>(64)?;
+    /// let fds = tx.into_fds()?;
+    /// let tx = Builder::new().open_untyped_sender(fds, ItemLayout::new(12, 4))?;
+    /// assert_eq!(tx.layout(), ItemLayout::new(12, 4));
+    /// // Another layout is refused.
+    /// let refused = Builder::new().open_untyped_sender(tx.into_fds()?, ItemLayout::new(8, 8));
+    /// assert!(matches!(refused, Err(fdring::Error::Rejected(fdring::Rejection::ItemSize { .. }))));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn open_untyped_sender(
+        &self,
+        fds: Fds,
+        layout: ItemLayout,
+    ) -> Result<UntypedSender, Error> {
+        Ok(UntypedSender::new(
+            self.open_end(fds, Role::Sender, layout)?,
+            layout,
+        ))
+    }
+
+    /// Opens the receiving end of a ring from fds received from elsewhere,
+    /// for items of `layout`; see
+    /// [`open_untyped_sender`](Self::open_untyped_sender).
+    ///
+    /// # Errors
+    ///
+    /// As for [`open_sender`](Self::open_sender).
+    ///
+    /// ```
+    /// use fdring::{Builder, ItemLayout};
+    ///
+    /// let (mut tx, rx) = fdring::channel::<u16>(64)?;
+    /// tx.send(9)?;
+    /// let mut rx = Builder::new().open_untyped_receiver(rx.into_fds()?, ItemLayout::of::<u16>())?;
+    /// let lent = rx.try_reserve(1)?;
+    /// assert_eq!(lent.len, 1);
+    /// // SAFETY: `lent.ptr` points to one ready item of 2 bytes, aligned.
+    /// assert_eq!(unsafe { lent.ptr.cast::<u16>().read() }, 9);
+    /// rx.release(1)?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn open_untyped_receiver(
+        &self,
+        fds: Fds,
+        layout: ItemLayout,
+    ) -> Result<UntypedReceiver, Error> {
+        Ok(UntypedReceiver::new(
+            self.open_end(fds, Role::Receiver, layout)?,
+            layout,
+        ))
+    }
+
+    /// Opens one end, typed or not, for items of `layout`.
+    fn open_end<S: crate::ring::Side>(
+        &self,
+        fds: Fds,
+        role: Role,
+        layout: ItemLayout,
+    ) -> Result<End<S>, Error> {
+        let (mapping, config, memfd, wake) = self.open(fds, role, layout)?;
+        End::new(mapping, &config, memfd, wake, self)
     }
 
     /// Verifies, validates and maps a received memfd, and adopts the
     /// wake-up socket after checking that it is the one the ring made for
     /// `role`.
-    fn open<T: Pod>(
+    fn open(
         &self,
         fds: Fds,
         role: Role,
+        layout: ItemLayout,
     ) -> Result<(Mapping, Config, OwnedFd, WakeSocket), Error> {
-        let expected_size = item_size::<T>()?;
+        let expected_size = layout.item_size()?;
         let verified = memfd::verify(fds.memfd.as_fd())?;
         // Read the header with pread into a private copy, so that nothing
         // is mapped before the size is known to match.
         let header = read_header(fds.memfd.as_fd())?;
         let expected = Expected {
             item_size: expected_size,
-            item_align: std::mem::align_of::<T>() as u32,
+            item_align: layout.item_align()?,
             type_tag: self.type_tag,
             page_size: verified.page_size,
         };
@@ -412,20 +540,6 @@ impl Builder {
         layout::check_wake_inode(&config, role, wake.inode()?)?;
         let mapping = Mapping::new(fds.memfd.as_fd(), config.data_offset, config.data_len())?;
         Ok((mapping, config, fds.memfd, wake))
-    }
-}
-
-/// `size_of::<T>()` as the header's u32, refusing zero-sized and huge types.
-fn item_size<T>() -> Result<u32, Error> {
-    match u32::try_from(size_of::<T>()) {
-        Ok(0) => Err(Rejection::ZeroSizedItem.into()),
-        Ok(size) => Ok(size),
-        Err(_) => Err(Rejection::BadCapacity {
-            capacity: 1,
-            item_size: u32::MAX,
-            page_size: memfd::page_size(),
-        }
-        .into()),
     }
 }
 

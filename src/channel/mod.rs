@@ -12,6 +12,7 @@ mod fds;
 mod receiver;
 mod sender;
 mod stats;
+mod untyped;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use fds::Fds;
 pub use receiver::{Iter, Receiver, TryIter};
 pub use sender::Sender;
 pub use stats::Stats;
+pub use untyped::{ItemLayout, Lent, UntypedReceiver, UntypedSender};
 
 /// How long a blocking call spins, re-checking the ring, before it sleeps
 /// on its wake-up socket; see [`Builder::spin`]. About the cost of one wake-up

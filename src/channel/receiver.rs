@@ -302,6 +302,26 @@ impl<T: Pod> Receiver<T> {
         self.recv_in(want, wait, consume)
     }
 
+    /// Lends the ready items as raw memory, waiting as `wait` says for at
+    /// least one, for a caller that reads them across calls (the frame
+    /// layer's frame received in place); [`release`](Self::release) then
+    /// releases a prefix. Nothing else may receive on this end in between
+    /// (the frame layer drops its lent frame on every other receive).
+    pub(crate) fn lend(&mut self, want: usize, wait: Wait) -> Result<crate::channel::Lent, Error> {
+        let slots = self.end.slots(want, wait)?;
+        Ok(crate::channel::Lent {
+            ptr: self.end.slot_ptr(slots),
+            len: slots.len,
+        })
+    }
+
+    /// Releases the first `count` items lent by the last
+    /// [`lend`](Self::lend), which nothing has received since; `count`
+    /// must not exceed what it lent.
+    pub(crate) fn release(&mut self, count: usize) {
+        self.end.commit(count);
+    }
+
     /// Lends at least one ready item (waiting as `wait` says) to
     /// `consume`, then releases what it consumed. `want` is how many it
     /// could use.

@@ -478,6 +478,32 @@ impl<T: Pod> Sender<T> {
         Ok(written)
     }
 
+    /// Lends at least `min` free slots as raw memory, waiting as `wait`
+    /// says, for a caller that writes them across calls (the frame layer's
+    /// reserved frame); [`publish`](Self::publish) then publishes a prefix.
+    /// Nothing else may send on this end in between: the caller keeps the
+    /// lent run to itself (the frame layer drops its reservation on every
+    /// other send).
+    pub(crate) fn lend_min(
+        &mut self,
+        want: usize,
+        min: usize,
+        wait: Wait,
+    ) -> Result<crate::channel::Lent, Error> {
+        let slots = self.end.slots_min(want, min, wait)?;
+        Ok(crate::channel::Lent {
+            ptr: self.end.slot_ptr(slots),
+            len: slots.len,
+        })
+    }
+
+    /// Publishes the first `count` slots lent by the last
+    /// [`lend_min`](Self::lend_min), which nothing has sent on since;
+    /// `count` must not exceed what it lent.
+    pub(crate) fn publish(&mut self, count: usize) {
+        self.end.commit(count);
+    }
+
     /// Lends at least one free slot (waiting as `wait` says) to `fill`,
     /// then publishes what it wrote. `want` is how many it could use.
     #[inline(always)]

@@ -4,10 +4,13 @@
 //! This module owns the frame layer: [`FrameSender`] and [`FrameReceiver`]
 //! over a [`Sender<u8>`] and a [`Receiver<u8>`], the frame header and its
 //! validation, payload alignment, and latest-frame-wins. It builds on the
-//! closure API of `channel` only (every free byte, or every ready byte, is
+//! closure API of `channel` (every free byte, or every ready byte, is
 //! lent as one contiguous slice thanks to the mirrored mapping, so a frame
-//! never breaks at the wrap); it knows nothing of indices, mappings or
-//! wake-up sockets.
+//! never breaks at the wrap), and for the two-step calls
+//! ([`FrameSender::try_reserve_frame`] and
+//! [`FrameReceiver::try_recv_frame_in_place`], for callers that cannot
+//! pass a closure) on the same lending split in two; it knows nothing of
+//! indices, mappings or wake-up sockets.
 //!
 //! # The records
 //!
@@ -46,7 +49,7 @@ mod receiver;
 mod record;
 mod sender;
 
-pub use receiver::{Frame, FrameReceiver, Frames};
+pub use receiver::{Frame, FrameReceiver, Frames, LentFrame};
 pub use sender::{FrameBatch, FrameMut, FrameSender};
 // The alignment rule, for the `service` negotiation of frame rings.
 pub(crate) use record::check_align;

@@ -219,6 +219,20 @@ struct Defect {
     bad: Bad,
 }
 
+/// A frame lent in place by
+/// [`FrameReceiver::try_recv_frame_in_place`]: `len` payload bytes from
+/// `ptr`, valid until [`FrameReceiver::release_frame`] or the next receive,
+/// and the frame's tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LentFrame {
+    /// The first payload byte (aligned to the receiver's alignment).
+    pub ptr: *const u8,
+    /// The payload's length in bytes.
+    pub len: usize,
+    /// The frame's tag.
+    pub tag: u64,
+}
+
 /// The receiving end of a ring of frames: a [`Receiver<u8>`] that lends
 /// each frame in place as one contiguous `&[u8]`, and releases it when the
 /// closure returns.
@@ -284,6 +298,10 @@ pub struct FrameReceiver {
     /// counted from where it started (for error reports only).
     position: u64,
     corrupted: Option<Corruption>,
+    /// The record length of the frame lent in place and not yet released
+    /// ([`try_recv_frame_in_place`](Self::try_recv_frame_in_place));
+    /// dropped by every other receive.
+    lent_record: Option<usize>,
     stats: FrameStats,
 }
 
@@ -338,6 +356,7 @@ impl FrameReceiver {
             align,
             position: 0,
             corrupted: None,
+            lent_record: None,
             stats: FrameStats::default(),
         }
     }
@@ -876,6 +895,113 @@ impl FrameReceiver {
         self.latest_in(Wait::timeout(timeout), consume)
     }
 
+    /// Lends the next frame in place, if one is ready, until
+    /// [`release_frame`](Self::release_frame): its payload's address and
+    /// length, and its tag. This is the closure call
+    /// [`try_recv_frame_with`](Self::try_recv_frame_with) in two steps, for
+    /// callers that cannot pass a closure (the C library); the record is
+    /// checked the same way before anything is lent.
+    ///
+    /// The frame stays in the ring, and the pointer valid, until the
+    /// release; any other receive on this end, or a new one of these,
+    /// drops it unreleased (it is lent again). A misbehaving sender may
+    /// write into the bytes while you read them: copy out what you must
+    /// check.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_recv_frame_with`](Self::try_recv_frame_with):
+    /// `Empty`, `Disconnected`, `Corrupted`, `FrameAlign`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// tx.send_frame(3, b"abc")?;
+    /// let frame = rx.try_recv_frame_in_place()?;
+    /// // SAFETY: `frame.len` bytes at `frame.ptr` are lent until the release.
+    /// let bytes = unsafe { std::slice::from_raw_parts(frame.ptr, frame.len) };
+    /// assert_eq!((frame.tag, bytes), (3, &b"abc"[..]));
+    /// rx.release_frame()?;
+    /// assert_eq!(rx.try_recv_frame_in_place(), Err(fdring::Error::Empty));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_recv_frame_in_place(&mut self) -> Result<LentFrame, Error> {
+        self.in_place(Wait::Never)
+    }
+
+    /// Like [`try_recv_frame_in_place`](Self::try_recv_frame_in_place),
+    /// but waits for a frame.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_frame_with`](Self::recv_frame_with).
+    pub fn recv_frame_in_place(&mut self) -> Result<LentFrame, Error> {
+        self.in_place(Wait::Until(None))
+    }
+
+    /// Like [`recv_frame_in_place`](Self::recv_frame_in_place), but gives
+    /// up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and as for [`recv_frame_with`](Self::recv_frame_with).
+    pub fn recv_frame_in_place_timeout(&mut self, timeout: Duration) -> Result<LentFrame, Error> {
+        self.in_place(Wait::timeout(timeout))
+    }
+
+    /// Releases the frame lent in place, giving its bytes back to the
+    /// sender (and waking it if it sleeps).
+    ///
+    /// # Errors
+    ///
+    /// `OverCommit` if no frame is lent (never, already released, or
+    /// dropped by another receive).
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (_tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// assert_eq!(rx.release_frame(), Err(fdring::Error::OverCommit { count: 1, lent: 0 }));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn release_frame(&mut self) -> Result<(), Error> {
+        let record = self
+            .lent_record
+            .take()
+            .ok_or(Error::OverCommit { count: 1, lent: 0 })?;
+        self.rx.release(record);
+        self.position += record as u64;
+        Ok(())
+    }
+
+    /// Lends the next frame in place, waiting as `wait` says.
+    fn in_place(&mut self, wait: Wait) -> Result<LentFrame, Error> {
+        if let Some(corruption) = self.corrupted {
+            return Err(Error::Corrupted(corruption));
+        }
+        self.lent_record = None;
+        let lent = self.rx.lend(1, wait)?;
+        // SAFETY: the channel lent `lent.len` published bytes from
+        // `lent.ptr`, in the mapping, which the sender does not reuse until
+        // they are released. A hostile sender may still store into them:
+        // every byte is a valid `u8`, and `parse` copies the header out
+        // once and checks the record against the bytes lent before
+        // anything is used.
+        let ready = unsafe { std::slice::from_raw_parts(lent.ptr.cast_const(), lent.len) };
+        match parse(ready, self.align) {
+            Ok((frame, record)) => {
+                self.lent_record = Some(record);
+                self.stats.frames += 1;
+                self.stats.bytes += frame.len() as u64;
+                Ok(LentFrame {
+                    ptr: frame.bytes.as_ptr(),
+                    len: frame.len(),
+                    tag: frame.tag,
+                })
+            }
+            Err(bad) => Err(self.corrupt(Defect { at: 0, bad }, ready.len())),
+        }
+    }
+
     /// Lends the ready bytes (waiting as `wait` says) to `look`, which
     /// returns how many to release.
     fn lend<L>(&mut self, wait: Wait, look: L) -> Result<usize, Error>
@@ -892,6 +1018,7 @@ impl FrameReceiver {
         if let Some(corruption) = self.corrupted {
             return Err(Error::Corrupted(corruption));
         }
+        self.lent_record = None;
         let released = self.rx.recv_with_want(want, wait, look)?;
         self.position += released as u64;
         Ok(released)

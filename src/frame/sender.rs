@@ -14,7 +14,7 @@ use super::record::{
     MIN_ALIGN, RECORD_ALIGN,
 };
 use super::FrameStats;
-use crate::channel::{Fds, Sender, Wait};
+use crate::channel::{Fds, Lent, Sender, Wait};
 use crate::error::Error;
 use crate::Liveness;
 // Named in the documentation only.
@@ -357,8 +357,25 @@ pub struct FrameSender {
     /// The length of the last frame a `try_` call had no room for: what
     /// an event-loop adapter arms for after that `Full`.
     refused_len: usize,
+    /// The frame reserved in place and not yet committed
+    /// ([`try_reserve_frame`](Self::try_reserve_frame)); dropped by every
+    /// other send, and by `close`.
+    reserved: Option<Reserved>,
     stats: FrameStats,
 }
+
+/// A frame reserved in the ring: where its record starts, where its
+/// payload starts in it, and the payload's length.
+#[derive(Debug, Clone, Copy)]
+struct Reserved {
+    record: *mut u8,
+    payload_at: usize,
+    len: usize,
+}
+
+// SAFETY: `record` points into the `Sender<u8>`'s mapping, which moves
+// with the `FrameSender`; it is only written through `&mut self`.
+unsafe impl Send for FrameSender {}
 
 impl FrameSender {
     /// The size of a frame header in bytes: a frame of `n` bytes takes
@@ -423,6 +440,7 @@ impl FrameSender {
             align,
             max_frame_len,
             refused_len: 0,
+            reserved: None,
             stats: FrameStats::default(),
         }
     }
@@ -561,6 +579,7 @@ impl FrameSender {
     /// # Ok::<(), fdring::Error>(())
     /// ```
     pub fn close(&mut self) {
+        self.reserved = None;
         self.tx.close();
     }
 
@@ -1110,12 +1129,153 @@ impl FrameSender {
         }
     }
 
+    /// Reserves a frame of `len` payload bytes in the ring, if there is
+    /// room now, and lends its payload in place: [`Lent::ptr`] is the first
+    /// of `len` writable bytes (aligned to [`align`](Self::align), holding
+    /// whatever was there). Write the payload, then
+    /// [`commit_frame`](Self::commit_frame) it. This is the closure call
+    /// [`try_send_frame_with`](Self::try_send_frame_with) in two steps,
+    /// for callers that cannot pass a closure (the C library).
+    ///
+    /// The reservation holds until the commit; any other send on this end,
+    /// a new reserve, or [`close`](Self::close) drops it (nothing is
+    /// published), and the pointer must not be used after that. Nothing
+    /// is published before the commit.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_send_frame_with`](Self::try_send_frame_with): `Full`,
+    /// `FrameTooLarge`, `Disconnected`, `Corrupted`, `Exhausted(Indices)`.
+    ///
+    /// ```
+    /// let (tx, rx) = fdring::channel::<u8>(4096)?;
+    /// let (mut tx, mut rx) = (fdring::FrameSender::new(tx), fdring::FrameReceiver::new(rx));
+    /// let lent = tx.try_reserve_frame(5)?;
+    /// assert_eq!(lent.len, 5);
+    /// // SAFETY: 5 writable bytes are lent until the commit.
+    /// unsafe { lent.ptr.copy_from_nonoverlapping(b"hello".as_ptr(), 5) };
+    /// tx.commit_frame(5, 7)?;
+    /// rx.recv_frame_with(|frame| assert_eq!((frame.tag(), &frame[..]), (7, &b"hello"[..])))?;
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn try_reserve_frame(&mut self, len: usize) -> Result<Lent, Error> {
+        self.reserve_in(len, Wait::Never)
+    }
+
+    /// Like [`try_reserve_frame`](Self::try_reserve_frame), but waits
+    /// until a frame of `len` bytes fits.
+    ///
+    /// # Errors
+    ///
+    /// As for [`send_frame_with`](Self::send_frame_with).
+    pub fn reserve_frame(&mut self, len: usize) -> Result<Lent, Error> {
+        self.reserve_in(len, Wait::Until(None))
+    }
+
+    /// Like [`reserve_frame`](Self::reserve_frame), but gives up after
+    /// `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`, and as for [`send_frame_with`](Self::send_frame_with).
+    pub fn reserve_frame_timeout(&mut self, len: usize, timeout: Duration) -> Result<Lent, Error> {
+        self.reserve_in(len, Wait::timeout(timeout))
+    }
+
+    /// Publishes the reserved frame with its first `len` payload bytes
+    /// (at most the reserved length) and `tag`, and wakes the receiver if
+    /// it sleeps.
+    ///
+    /// # Errors
+    ///
+    /// `OverCommit` if no frame is reserved (never, or dropped by another
+    /// send) or `len` is more than was reserved; the reservation, if any,
+    /// stays.
+    ///
+    /// ```
+    /// let (tx, _rx) = fdring::channel::<u8>(4096)?;
+    /// let mut tx = fdring::FrameSender::new(tx);
+    /// tx.try_reserve_frame(8)?;
+    /// assert_eq!(tx.commit_frame(9, 0), Err(fdring::Error::OverCommit { count: 9, lent: 8 }));
+    /// tx.commit_frame(3, 0)?;
+    /// assert_eq!(tx.commit_frame(3, 0), Err(fdring::Error::OverCommit { count: 3, lent: 0 }));
+    /// # Ok::<(), fdring::Error>(())
+    /// ```
+    pub fn commit_frame(&mut self, len: usize, tag: u64) -> Result<(), Error> {
+        let reserved = match self.reserved {
+            Some(reserved) if len <= reserved.len => reserved,
+            other => {
+                return Err(Error::OverCommit {
+                    count: len as u64,
+                    lent: other.map_or(0, |r| r.len as u64),
+                })
+            }
+        };
+        self.reserved = None;
+        // SAFETY: the reservation's record lies in free bytes of the ring
+        // that the channel lent this end (at least the record's worst-case
+        // room), in the mapping the `Sender` owns; nothing was sent since
+        // (every send drops the reservation), so they are still free and
+        // unpublished. Its first `payload_at` bytes are the header and the
+        // padding before the payload. A hostile receiver could store into
+        // them meanwhile: every byte is a valid `u8`, and the header is
+        // written here, after anything it stored.
+        let head = unsafe { std::slice::from_raw_parts_mut(reserved.record, reserved.payload_at) };
+        let record = seal_record(head, reserved.payload_at, len, tag);
+        self.tx.publish(record);
+        self.stats.frames += 1;
+        self.stats.bytes += len as u64;
+        Ok(())
+    }
+
+    /// Reserves a frame of `len` bytes, waiting as `wait` says.
+    fn reserve_in(&mut self, len: usize, wait: Wait) -> Result<Lent, Error> {
+        self.reserved = None;
+        if len > self.max_frame_len {
+            return Err(too_large(len, self.max_frame_len));
+        }
+        let room = record_room(len, self.align);
+        let lent = match self.tx.lend_min(room, room, wait) {
+            Err(Error::Full) => {
+                self.refused_len = len;
+                return Err(Error::Full);
+            }
+            other => other?,
+        };
+        // SAFETY: the channel lent `lent.len` free bytes from `lent.ptr`,
+        // in the mapping; as `MaybeUninit<u8>` they make no claim about
+        // what a hostile receiver may have stored in them.
+        let free =
+            unsafe { std::slice::from_raw_parts(lent.ptr.cast::<MaybeUninit<u8>>(), lent.len) };
+        let payload_at = match place_record(free, len, self.align) {
+            Ok(payload_at) => payload_at,
+            Err(Attempt::Misaligned) => return Err(misaligned()),
+            // The channel lent at least the record's worst-case room.
+            Err(_) => {
+                self.refused_len = len;
+                return Err(Error::Full);
+            }
+        };
+        self.reserved = Some(Reserved {
+            record: lent.ptr,
+            payload_at,
+            len,
+        });
+        Ok(Lent {
+            // SAFETY: `payload_at + len` is within the lent bytes
+            // (`place_record` checked it).
+            ptr: unsafe { lent.ptr.add(payload_at) },
+            len,
+        })
+    }
+
     /// Lends the free bytes as a batch once a frame of `len` bytes fits,
     /// waiting as `wait` says, and publishes what `fill` wrote into it.
     fn send_batch_in<F>(&mut self, len: usize, wait: Wait, fill: F) -> Result<usize, Error>
     where
         F: FnOnce(&mut FrameBatch<'_>),
     {
+        self.reserved = None;
         if len > self.max_frame_len {
             return Err(too_large(len, self.max_frame_len));
         }
@@ -1166,6 +1326,7 @@ impl FrameSender {
     where
         F: FnOnce(&mut FrameMut<'_>) -> usize,
     {
+        self.reserved = None;
         if len > self.max_frame_len {
             return Err(too_large(len, self.max_frame_len));
         }
@@ -1233,18 +1394,10 @@ fn write_record<F>(free: &mut [MaybeUninit<u8>], len: usize, align: usize, fill:
 where
     F: FnOnce(&mut FrameMut<'_>) -> usize,
 {
-    // The data region is page-aligned and a whole number of pages (and so
-    // is its mirror), so addresses and stream offsets agree modulo any
-    // alignment up to a page: padding computed from the address aligns
-    // the payload in memory, and the receiver, at the same offset, finds
-    // the same address modulo `align`.
-    if !on_record_boundary(free) {
-        return Attempt::Misaligned;
-    }
-    let payload_at = payload_offset(free, align);
-    if payload_at + round_up(len, RECORD_ALIGN) > free.len() {
-        return Attempt::NoRoom;
-    }
+    let payload_at = match place_record(free, len, align) {
+        Ok(payload_at) => payload_at,
+        Err(attempt) => return attempt,
+    };
     let record = &mut free[..payload_at + len];
     // SAFETY: `record` is free bytes of the ring (the header, the padding
     // and the `len` payload bytes), inside the mapping, that the channel
@@ -1268,6 +1421,37 @@ where
         committed <= len,
         "the closure said it wrote {committed} bytes into a frame of {len}"
     );
+    Attempt::Sent {
+        committed,
+        record: seal_record(head, payload_at, committed, frame.tag),
+    }
+}
+
+/// Where a record of `len` payload bytes written at the start of `free`
+/// (free bytes of the ring, from the write position on) has its payload,
+/// if it fits; otherwise what the attempt came to.
+#[inline(always)]
+fn place_record(free: &[MaybeUninit<u8>], len: usize, align: usize) -> Result<usize, Attempt> {
+    // The data region is page-aligned and a whole number of pages (and so
+    // is its mirror), so addresses and stream offsets agree modulo any
+    // alignment up to a page: padding computed from the address aligns
+    // the payload in memory, and the receiver, at the same offset, finds
+    // the same address modulo `align`.
+    if !on_record_boundary(free) {
+        return Err(Attempt::Misaligned);
+    }
+    let payload_at = payload_offset(free, align);
+    if payload_at + round_up(len, RECORD_ALIGN) > free.len() {
+        return Err(Attempt::NoRoom);
+    }
+    Ok(payload_at)
+}
+
+/// Writes the header of a record whose payload, of `committed` bytes,
+/// starts `payload_at` bytes into it, into `head` (its first
+/// `payload_at` bytes); returns how many bytes the record takes.
+#[inline(always)]
+fn seal_record(head: &mut [u8], payload_at: usize, committed: usize, tag: u64) -> usize {
     // The header as three native words, `gap` and `marker` sharing the
     // last, stored with one copy: three stores (with small frames, every
     // store the producer makes counts).
@@ -1279,16 +1463,13 @@ where
     };
     let mut header = [0u8; HEADER];
     header[0..8].copy_from_slice(&(committed as u64).to_ne_bytes());
-    header[8..16].copy_from_slice(&frame.tag.to_ne_bytes());
+    header[8..16].copy_from_slice(&tag.to_ne_bytes());
     header[16..24].copy_from_slice(&gap_and_marker.to_ne_bytes());
     head[..HEADER].copy_from_slice(&header);
     // The padding after the payload is published too (its bytes are
     // whatever was there), so that the next record starts on a multiple
     // of 8.
-    Attempt::Sent {
-        committed,
-        record: round_up(payload_at + committed, RECORD_ALIGN),
-    }
+    round_up(payload_at + committed, RECORD_ALIGN)
 }
 
 /// Where the payload of a record written at the start of `free` begins:
