@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fdring::{Builder, Sender, DEFAULT_SPIN};
 
+use crate::c_producer::c_producer;
 use crate::connect::{fdring_connects, unix_connects, P50_US, P99_US};
 use crate::create_open::{fdring_create_open, iox_create_open, SIZES};
 use crate::fan_in::{fdring_fan_in, unix_fan_in};
@@ -89,6 +90,7 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("pipe 64KiB", |c| io_stream(c, pipe()?)),
                 ("rtrb/threads", |c| threads(c, rtrb::RingBuffer::new(CAP))),
                 ("iceoryx2", |c| iox_stream(c, STREAM_BUFFER)),
+                ("C producer", c_producer),
             ],
             goals: &[
                 ("floor SPSC", "≥", 0.9),
@@ -96,6 +98,8 @@ pub fn cases(quick: bool) -> Vec<Case> {
                 ("pipe 64KiB", "≥", 1.0),
                 ("rtrb/threads", "≥", 1.0),
                 ("iceoryx2", "≥", 1.0),
+                // Issue 16: the C library's producer at ≥ 0.95× the Rust one.
+                ("C producer", "≤", 1.0 / 0.95),
             ],
         },
         Case {

@@ -75,6 +75,7 @@
 //! | `create_open` | `create_open`: a ring made, handed to a running child, to the first item |
 //! | `frames` | the frame layer and its peers, and the sized frame cases |
 //! | `video` | the video cases: 1080p frames through items and the frame layer, room for 4 and for 2, after a warm-up |
+//! | `c_producer` | `stream_u64_batch`'s C producer: a C program on `fdring.h`, built with `cc` |
 //! | `cases` | the table of cases, their contenders, metrics and goals |
 //! | `report` | running a case round by round, the table, the goals |
 //! | `json` | the rows of `--json` |
@@ -87,6 +88,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 
+mod c_producer;
 mod cases;
 mod child;
 mod connect;
