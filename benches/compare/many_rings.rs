@@ -166,7 +166,7 @@ pub fn serve_rings<E: evented::End>(
                 }
                 other => other,
             };
-            if matches!(result, Ok(_)) {
+            if result.is_ok() {
                 idle = 0;
             }
             match result {
