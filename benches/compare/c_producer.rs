@@ -70,7 +70,7 @@ fn build() -> Result<PathBuf, String> {
     let out = profile_dir.join("fdring-bench-c-producer");
     run(
         Command::new("cc")
-            .args(["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+            .args(["-O3", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
             .arg(root.join("fdring-c/include"))
             .arg(root.join("benches/compare/c_producer.c"))
             .arg(profile_dir.join("libfdring_c.a"))
