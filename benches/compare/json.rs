@@ -42,6 +42,9 @@ pub fn json_row(r: &Row) -> String {
     if let Some(judge) = r.judge {
         let _ = write!(s, ", \"slow_judged_by\": \"{judge}\"");
     }
+    if !r.gauge.is_empty() {
+        let _ = write!(s, ", \"gauge_rtt_ns\": {}", list(&r.gauge));
+    }
     if let Err(e) = &r.values {
         let _ = write!(s, ", \"failed\": {:?}", e);
     }

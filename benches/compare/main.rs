@@ -15,9 +15,14 @@
 //! the median over rounds of fdring ÷ contender within the same round, in
 //! the row's unit (the goals read the case's first unit). A round in which the case's floor (its first
 //! contender named "floor ...", or fdring in a case with no floor) did
-//! worse than half its own median is a slow phase of the machine: it stays
-//! in the JSON lists but not in the ratio, and the line under the case
-//! counts them.
+//! worse than half its own median is a slow phase of the machine; so is a
+//! round before which the machine's gauge (a cross-core cache-line round
+//! trip, `gauge`) took more than twice the run's median, which catches a
+//! slow phase as long as the whole case. A slow round stays in the JSON
+//! lists but not in the ratio (unless every round was slow), and the line
+//! under the case counts them. A case left with fewer than 8 fast rounds
+//! runs more at the end of the run, until it has 8 or has run twice its
+//! rounds.
 //!
 //! Two processes are this binary run again with `--role NAME`: the parent
 //! (core 0) produces, pings or connects, the child (core 1) consumes, pongs
@@ -43,12 +48,13 @@
 //! |---|---|
 //! | `case`, `contender`, `unit` | the row |
 //! | `median`, `min`, `max` | the contender's own values over the rounds |
-//! | `ratio_vs_fdring`, `ratio_min`, `ratio_max` | the paired ratio: median, min and max over the rounds that were not slow of fdring ÷ contender in that round (`null` in a case of one contender, or if either side failed) |
-//! | `rounds` | how many rounds the case ran |
+//! | `ratio_vs_fdring`, `ratio_min`, `ratio_max` | the paired ratio: median, min and max over the rounds that were not slow (over all if every one was) of fdring ÷ contender in that round (`null` in a case of one contender, or if either side failed) |
+//! | `rounds` | how many rounds the case ran, those run again for slow phases included |
 //! | `values` | the contender's value in each round, in order |
 //! | `ratios` | fdring ÷ contender in each round, slow or not (only in rows with a paired ratio) |
 //! | `slow` | parallel to `ratios`: `true` for a round that was a slow phase, left out of `ratio_vs_fdring` |
 //! | `slow_judged_by` | the contender whose `values` (in the case's first unit) judged the slow rounds |
+//! | `gauge_rtt_ns` | the machine's gauge before each round: the cross-core round trip in ns, the other judge of slow rounds |
 //! | `failed` | why the row failed, if it did |
 //!
 //! fdring's counters (`allocs/msg`, `wake-ups/msg`) are rows too: `median`,
@@ -98,6 +104,7 @@ mod fan_in;
 mod fleet;
 mod floors;
 mod frames;
+mod gauge;
 mod iceoryx;
 mod ipc_channel;
 mod json;
@@ -118,7 +125,7 @@ use json::json_row;
 use many_rings::{MANY_RINGS, MANY_RINGS_4096};
 use plots::plot;
 use process::{pin, PEER_CORE};
-use report::{goals, machine, print_header, print_row, run_case};
+use report::{goals, machine, measure, measure_again, print_header, print_row, report_case};
 
 /// What every contender returns.
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -183,7 +190,7 @@ fn main() -> ExitCode {
     );
     println!("median, min–max: the contender's own, over the rounds");
     println!("ratio, min–max: paired, the median over rounds of fdring ÷ contender in the same round, in the row's unit (GB/s, Mitems/s: > 1 fdring is faster; per RTT or per connection: < 1 fdring is faster)");
-    println!("slow round: the case's floor (or fdring, in a case with no floor) worse than half its own median; listed under the case and left out of its ratios");
+    println!("slow round: the case's floor (or fdring, in a case with no floor) worse than half its own median, or the machine's gauge (a cross-core cache-line round trip, before each round) above twice the run's median; listed under the case and left out of its ratios");
     for (name, rings) in [
         ("many_rings", MANY_RINGS),
         ("many_rings_4096", MANY_RINGS_4096),
@@ -222,13 +229,25 @@ fn main() -> ExitCode {
         }
     }
     let started = Instant::now();
-    let (mut rows, mut verdicts) = (Vec::new(), Vec::new());
-    for case in cases {
+    let mut gauge = gauge::Gauge::new();
+    // Every case is measured before any is reported, so that the slow
+    // rounds are judged on the gauge's median over the whole run.
+    let mut measured = Vec::new();
+    for case in cases.iter() {
         if only.as_ref().is_some_and(|o| o != case.name) {
             continue;
         }
-        let case_rows = run_case(&case, rounds);
-        verdicts.extend(goals(&case, &case_rows));
+        let m = measure(case, rounds, &mut gauge);
+        eprintln!("measured {}", case.name);
+        measured.push((case, m));
+    }
+    for (case, m) in &mut measured {
+        measure_again(case, m, &mut gauge);
+    }
+    let (mut rows, mut verdicts) = (Vec::new(), Vec::new());
+    for (case, m) in &measured {
+        let case_rows = report_case(case, m, &gauge);
+        verdicts.extend(goals(case, &case_rows));
         if case.name == "create_open" {
             verdicts.extend(create_open::goals(&case_rows));
         }

@@ -69,25 +69,31 @@ pub struct Paired {
     pub slow: Vec<bool>,
     /// Median, min, max of the ratios of the rounds that were not slow.
     pub spread: [f64; 3],
-    /// How many rounds `spread` is over.
+    /// How many rounds `spread` is over: 0 if every round was slow and
+    /// `spread` is over all of them.
     pub counted: usize,
 }
 
-/// Pairs fdring's and a contender's values of the same rounds; `None` if
-/// no round has both and is not slow.
+/// Pairs fdring's and a contender's values of the same rounds, leaving the
+/// slow ones out; if every round was slow, over all of them (and `counted`
+/// is 0). `None` if no round has both values.
 pub fn pair(fdring: &[f64], contender: &[f64], slow: &[bool]) -> Option<Paired> {
     let ratios: Vec<f64> = fdring.iter().zip(contender).map(|(f, c)| f / c).collect();
     let slow: Vec<bool> = (0..ratios.len())
         .map(|i| slow.get(i).copied().unwrap_or(false))
         .collect();
-    let kept: Vec<f64> = ratios
-        .iter()
-        .zip(&slow)
-        .filter(|&(r, &s)| !s && r.is_finite())
-        .map(|(&r, _)| r)
-        .collect();
+    let finite = |keep: fn(bool) -> bool| -> Vec<f64> {
+        ratios
+            .iter()
+            .zip(&slow)
+            .filter(|&(r, &s)| keep(s) && r.is_finite())
+            .map(|(&r, _)| r)
+            .collect()
+    };
+    let kept = finite(|slow| !slow);
     let counted = kept.len();
-    (counted > 0).then(|| Paired {
+    let kept = if counted > 0 { kept } else { finite(|_| true) };
+    (!kept.is_empty()).then(|| Paired {
         spread: spread(kept),
         ratios,
         slow,

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::cases::{Case, OWN_GOALS};
+use crate::gauge::Gauge;
 use crate::paired::{judge, lower_is_better, pair, slow_rounds, spread, Paired, SLOW_FACTOR};
 use crate::process::{Cfg, Run};
 
@@ -21,6 +22,9 @@ pub struct Row {
     pub rounds: usize,
     /// The contender whose rounds judged the case's slow phases.
     pub judge: Option<&'static str>,
+    /// The machine's gauge before each round: the cross-core round trip,
+    /// in ns (`gauge`).
+    pub gauge: Vec<f64>,
     /// fdring ÷ this contender, round by round; `None` for fdring's
     /// counters, in a case of one contender, or if either side failed.
     pub paired: Option<Paired>,
@@ -85,26 +89,73 @@ pub fn print_row(r: &Row) {
     );
 }
 
-/// Runs a case's contenders round by round, each round every contender
-/// back to back; prints its rows and a line on its rounds; returns its
-/// rows, fdring's counters last.
-pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
+/// A case's measurements: each contender's runs, round by round (or why it
+/// failed), the machine's gauge before each round, how many rounds were
+/// asked for (the rest were run again for slow phases), and the time taken.
+pub struct Measured {
+    runs: Vec<Result<Vec<Run>, String>>,
+    gauges: Vec<f64>,
+    asked: usize,
+    wall: f64,
+}
+
+/// A case whose gauge found fewer fast rounds than this, once the whole
+/// run's median is known, runs more rounds ([`measure_again`]).
+pub const MIN_FAST: usize = 8;
+
+/// Runs `rounds` rounds of a case's contenders, each round every contender
+/// back to back, the gauge probed before each round.
+pub fn measure(case: &Case, rounds: usize, gauge: &mut Gauge) -> Measured {
+    let mut measured = Measured {
+        runs: vec![Ok(Vec::new()); case.contenders.len()],
+        gauges: Vec::with_capacity(rounds),
+        asked: rounds,
+        wall: 0.0,
+    };
+    (0..rounds).for_each(|_| round(case, &mut measured, gauge));
+    measured
+}
+
+/// If fewer than [`MIN_FAST`] of a case's rounds were fast by the gauge's
+/// median over the whole run (a slow phase as long as the case, most often
+/// in the first seconds of a run), runs more rounds until there are, or
+/// until it ran twice the rounds asked for.
+pub fn measure_again(case: &Case, measured: &mut Measured, gauge: &mut Gauge) {
+    let fast = |m: &Measured, g: &Gauge| g.slow(&m.gauges).iter().filter(|&&s| !s).count();
+    while fast(measured, gauge) < MIN_FAST.min(measured.asked)
+        && measured.gauges.len() < 2 * measured.asked
+    {
+        round(case, measured, gauge);
+    }
+}
+
+fn round(case: &Case, measured: &mut Measured, gauge: &mut Gauge) {
     let started = Instant::now();
-    let mut runs: Vec<Result<Vec<Run>, String>> = vec![Ok(Vec::new()); case.contenders.len()];
-    for _ in 0..rounds {
-        for ((_, contender), runs) in case.contenders.iter().zip(&mut runs) {
-            if let Ok(list) = runs {
-                match contender(&case.cfg) {
-                    Ok(run) => list.push(run),
-                    Err(e) => *runs = Err(e.to_string()),
-                }
+    measured.gauges.push(gauge.probe());
+    for ((_, contender), runs) in case.contenders.iter().zip(&mut measured.runs) {
+        if let Ok(list) = runs {
+            match contender(&case.cfg) {
+                Ok(run) => list.push(run),
+                Err(e) => *runs = Err(e.to_string()),
             }
         }
     }
-    let (wall, timed) = (
-        started.elapsed().as_secs_f64(),
-        runs.iter().flatten().flatten().map(|r| r.secs).sum::<f64>(),
-    );
+    measured.wall += started.elapsed().as_secs_f64();
+}
+
+/// Prints a case's rows and a line on its rounds, its slow rounds judged
+/// by its floor and by `gauge` as it stands at the end of the run (so a
+/// slow phase before the run's first fast round is seen too); returns its
+/// rows, fdring's counters last.
+pub fn report_case(case: &Case, measured: &Measured, gauge: &Gauge) -> Vec<Row> {
+    let Measured {
+        runs,
+        gauges,
+        asked,
+        wall,
+    } = measured;
+    let (rounds, wall, runs) = (gauges.len(), *wall, runs.as_slice());
+    let timed = runs.iter().flatten().flatten().map(|r| r.secs).sum::<f64>();
     let names = case.contenders.iter().map(|(name, _)| *name);
     let measured = |i: &usize| runs[*i].is_ok();
     let fdring = names
@@ -119,14 +170,20 @@ pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
     // if the floor failed.
     let (first_unit, first_metric) = case.metrics[0];
     let judge = judge(names).filter(measured).or(fdring);
-    let slow = judge.map_or_else(Vec::new, |i| {
+    // And by the machine's gauge, which sees a slow phase as long as the
+    // case.
+    let by_floor = judge.map_or_else(Vec::new, |i| {
         slow_rounds(&per_round(i, first_metric), first_unit)
     });
+    let by_gauge = gauge.slow(gauges);
+    let slow: Vec<bool> = (0..rounds)
+        .map(|i| by_floor.get(i).copied().unwrap_or(false) || by_gauge[i])
+        .collect();
     let judge = judge.map(|i| case.contenders[i].0);
     let mut rows = Vec::new();
     for &(unit, metric) in case.metrics {
         let reference = fdring.map(|i| per_round(i, metric));
-        for (i, ((name, _), runs)) in case.contenders.iter().zip(&runs).enumerate() {
+        for (i, ((name, _), runs)) in case.contenders.iter().zip(runs).enumerate() {
             let mine = per_round(i, metric);
             let paired = match &reference {
                 Some(f) if case.contenders.len() > 1 && !mine.is_empty() => pair(f, &mine, &slow),
@@ -143,6 +200,7 @@ pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
                 per_round: mine,
                 rounds,
                 judge,
+                gauge: gauges.clone(),
                 paired,
             });
         }
@@ -150,13 +208,14 @@ pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
     rows.iter().for_each(print_row);
     print_rounds(
         case,
-        rounds,
+        [*asked, rounds],
         [wall, timed],
         judge.zip(Some(first_unit)),
-        &slow,
+        [&by_floor, &by_gauge],
+        gauge.median(),
     );
     // fdring's own counters, per message: the most of any round.
-    for ((name, _), runs) in case.contenders.iter().zip(&runs) {
+    for ((name, _), runs) in case.contenders.iter().zip(runs) {
         let Ok(list) = runs else { continue };
         if !name.starts_with("fdring") {
             continue;
@@ -178,6 +237,7 @@ pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
                 per_round,
                 rounds,
                 judge: None,
+                gauge: Vec::new(),
                 paired: None,
             });
         }
@@ -186,29 +246,48 @@ pub fn run_case(case: &Case, rounds: usize) -> Vec<Row> {
 }
 
 /// The line under a case's rows: its rounds, how long they took, and which
-/// were slow phases, left out of the ratios.
+/// were slow phases (by the case's judge, or by the machine's gauge whose
+/// best round trip is `median_rtt`), left out of the ratios.
 fn print_rounds(
     case: &Case,
-    rounds: usize,
+    [asked, rounds]: [usize; 2],
     [wall, timed]: [f64; 2],
     judge: Option<(&str, &str)>,
-    slow: &[bool],
+    [by_floor, by_gauge]: [&[bool]; 2],
+    median_rtt: f64,
 ) {
-    let mut s = format!("  ↳ {rounds} rounds in {wall:.1} s ({timed:.1} s timed)");
+    let mut s = match rounds - asked {
+        0 => format!("  ↳ {rounds} rounds in {wall:.1} s ({timed:.1} s timed)"),
+        more => format!(
+            "  ↳ {asked} rounds + {more} more for slow phases, in {wall:.1} s ({timed:.1} s timed)"
+        ),
+    };
     match judge {
         Some((judge, unit)) if case.contenders.len() > 1 => {
-            let which: Vec<String> = (1..)
-                .zip(slow)
-                .filter(|&(_, &slow)| slow)
-                .map(|(round, _)| round.to_string())
-                .collect();
             let worse = if lower_is_better(unit) {
                 format!("above {SLOW_FACTOR}× its median")
             } else {
                 format!("below 1/{SLOW_FACTOR} of its median")
             };
-            let _ = write!(s, "; slow rounds ({judge} {worse}): {}", which.len());
-            if !which.is_empty() {
+            let slow = |i: usize| {
+                by_floor.get(i).copied().unwrap_or(false)
+                    || by_gauge.get(i).copied().unwrap_or(false)
+            };
+            let which: Vec<String> = (0..rounds)
+                .filter(|&i| slow(i))
+                .map(|i| (i + 1).to_string())
+                .collect();
+            let _ = write!(
+                s,
+                "; slow rounds ({judge} {worse}: {}; gauge above {SLOW_FACTOR}× the run's median {} ns: {}): {}",
+                by_floor.iter().filter(|&&b| b).count(),
+                num(median_rtt),
+                by_gauge.iter().filter(|&&b| b).count(),
+                which.len()
+            );
+            if which.len() == rounds {
+                s.push_str(", every one: the ratios are over all of them, read them with care");
+            } else if !which.is_empty() {
                 let _ = write!(s, " (#{}), left out of the ratios", which.join(", #"));
             }
         }
@@ -229,25 +308,27 @@ pub fn goals(case: &Case, rows: &[Row]) -> Vec<String> {
     };
     let mut out = Vec::new();
     for &(name, op, limit) in case.goals {
+        // A limit such as 1/0.95 prints as 1.053, not 1.0526315789473684.
+        let shown = format!("{limit:.3}");
+        let shown = shown.trim_end_matches('0').trim_end_matches('.');
         let (what, value, how) = if name == "fdring" {
             (
-                format!("fdring {unit} {op} {limit}"),
+                format!("fdring {unit} {op} {shown}"),
                 find(name).and_then(|r| r.values.as_ref().ok().map(|v| v[0])),
                 String::new(),
             )
         } else {
             let paired = find(name).and_then(|r| r.paired.as_ref().map(|p| (p, r.rounds)));
             (
-                format!("fdring ÷ {name} {op} {limit}"),
+                format!("fdring ÷ {name} {op} {shown}"),
                 paired.map(|(p, _)| p.spread[0]),
                 paired.map_or(String::new(), |(p, rounds)| {
                     let [_, min, max] = p.spread;
-                    format!(
-                        " ({} of {rounds} rounds, {}–{})",
-                        p.counted,
-                        num(min),
-                        num(max)
-                    )
+                    let counted = match p.counted {
+                        0 => format!("every one of {rounds} rounds slow, over all"),
+                        n => format!("{n} of {rounds} rounds"),
+                    };
+                    format!(" ({counted}, {}–{})", num(min), num(max))
                 }),
             )
         };
