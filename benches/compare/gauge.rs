@@ -6,7 +6,8 @@
 //! happens, most often in the first seconds after the machine was idle)
 //! passes unseen and moves every paired ratio against the contenders it
 //! does not slow down (syscall-bound pipes and sockets). In those phases
-//! the round trip between the two cores goes from ~100 ns to ~380 ns while
+//! the round trip between the two cores went from ~100 ns to ~380 ns (on
+//! the AMD host; 300–400 ns is steady on the Intel one) while
 //! a one-core `memcpy` keeps its speed, so the gauge is that round trip:
 //! a round whose gauge is more than [`SLOW_FACTOR`] times the median of the
 //! whole run is a slow phase too. The median, not the best: now and then

@@ -211,7 +211,8 @@ pub fn report_case(case: &Case, measured: &Measured, gauge: &Gauge) -> Vec<Row> 
         [*asked, rounds],
         [wall, timed],
         judge.zip(Some(first_unit)),
-        [&by_floor, &by_gauge],
+        &slow,
+        [&by_floor, &by_gauge].map(|marks| marks.iter().filter(|&&b| b).count()),
         gauge.median(),
     );
     // fdring's own counters, per message: the most of any round.
@@ -246,14 +247,16 @@ pub fn report_case(case: &Case, measured: &Measured, gauge: &Gauge) -> Vec<Row> 
 }
 
 /// The line under a case's rows: its rounds, how long they took, and which
-/// were slow phases (by the case's judge, or by the machine's gauge whose
-/// best round trip is `median_rtt`), left out of the ratios.
+/// were slow phases (`slow`: by the case's judge, or by the machine's
+/// gauge, whose median round trip over the run is `median_rtt`; `counts`
+/// says how many each found), left out of the ratios.
 fn print_rounds(
     case: &Case,
     [asked, rounds]: [usize; 2],
     [wall, timed]: [f64; 2],
     judge: Option<(&str, &str)>,
-    [by_floor, by_gauge]: [&[bool]; 2],
+    slow: &[bool],
+    [by_floor, by_gauge]: [usize; 2],
     median_rtt: f64,
 ) {
     let mut s = match rounds - asked {
@@ -269,20 +272,17 @@ fn print_rounds(
             } else {
                 format!("below 1/{SLOW_FACTOR} of its median")
             };
-            let slow = |i: usize| {
-                by_floor.get(i).copied().unwrap_or(false)
-                    || by_gauge.get(i).copied().unwrap_or(false)
-            };
-            let which: Vec<String> = (0..rounds)
-                .filter(|&i| slow(i))
-                .map(|i| (i + 1).to_string())
+            let which: Vec<String> = (1..)
+                .zip(slow)
+                .filter(|&(_, &slow)| slow)
+                .map(|(round, _)| round.to_string())
                 .collect();
             let _ = write!(
                 s,
                 "; slow rounds ({judge} {worse}: {}; gauge above {SLOW_FACTOR}× the run's median {} ns: {}): {}",
-                by_floor.iter().filter(|&&b| b).count(),
+                by_floor,
                 num(median_rtt),
-                by_gauge.iter().filter(|&&b| b).count(),
+                by_gauge,
                 which.len()
             );
             if which.len() == rounds {
